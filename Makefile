@@ -1,0 +1,38 @@
+# The two commands of the README's quickstart are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv/bin
+export LORECHAT_HOME ?= $(CURDIR)/.lorechat
+export HF_HUB_OFFLINE := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo ingest dev test test-slow lint typecheck bench
+
+setup:
+	@bash scripts/setup.sh
+
+## Ingest the bundled example documents on the local default, then search them.
+demo: setup
+	$(VENV)/lorechat ingest examples/documents
+	$(VENV)/lorechat search "How are deleted documents handled?" -k 3
+	$(VENV)/lorechat status
+
+## The Dagster UI on http://127.0.0.1:3000 with the local default.
+dev: setup
+	mkdir -p $(LORECHAT_HOME)/dagster && DAGSTER_HOME=$(LORECHAT_HOME)/dagster $(VENV)/dagster dev -m lorechat_pipeline.definitions
+
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+
+typecheck: setup
+	$(VENV)/mypy
+
+## Everything CI runs: lint, type check, the whole test suite.
+test: lint typecheck
+	$(VENV)/pytest -m "not slow"
+
+test-slow: setup
+	$(VENV)/pytest -m slow
+
+bench: setup
+	$(VENV)/python bench/ingest.py $(or $(DOCS),examples/documents)

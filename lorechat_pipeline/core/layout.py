@@ -1,0 +1,36 @@
+"""Where each stage keeps its artifacts in the processed store.
+
+Artifacts are content-addressed (by document id and content fingerprint under the fingerprint of
+the configuration that made them), so a re-run or crash recovery finds finished work and never
+mixes outputs of two configurations.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcessedLayout:
+    chunker_version: str
+    embedder_version: str
+
+    @staticmethod
+    def catalog(shard: str) -> str:
+        return f"catalog/{shard}.parquet"
+
+    def chunk_ledger(self, shard: str) -> str:
+        return f"ledgers/chunks/{self.chunker_version}/{shard}.parquet"
+
+    def embedding_ledger(self, shard: str) -> str:
+        return f"ledgers/embeddings/{self.embedder_version}/{self.chunker_version}/{shard}.parquet"
+
+    def chunks_prefix(self, shard: str, document_id: str) -> str:
+        return f"chunks/{self.chunker_version}/{shard}/{document_id}/"
+
+    def chunks(self, shard: str, document_id: str, content_fp: str) -> str:
+        return f"{self.chunks_prefix(shard, document_id)}{content_fp}.parquet"
+
+    def embeddings_prefix(self, shard: str, document_id: str) -> str:
+        return f"embeddings/{self.embedder_version}/{self.chunker_version}/{shard}/{document_id}/"
+
+    def embeddings(self, shard: str, document_id: str, content_fp: str) -> str:
+        return f"{self.embeddings_prefix(shard, document_id)}{content_fp}.parquet"

@@ -1,0 +1,247 @@
+"""Object stores: a local folder and an S3 bucket prefix behind one small interface.
+
+Sources, the processed store and sidecar lookups all go through this, so every stage runs the
+same way on a laptop folder and on S3 (or any S3-compatible endpoint such as MinIO or moto).
+"""
+
+import os
+import posixpath
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the store root, always with forward slashes
+    size: int
+    etag: str  # changes whenever the bytes may have changed
+    version_id: str | None
+    last_modified: datetime
+
+
+class ObjectNotFound(KeyError):
+    pass
+
+
+class ObjectStore(ABC):
+    @property
+    @abstractmethod
+    def uri(self) -> str: ...
+
+    @abstractmethod
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """All objects under `prefix`, in no particular order; streaming, never materialised."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def read(self, key: str) -> bytes: ...
+
+    def read_versioned(self, key: str) -> tuple[bytes, str | None]:
+        """The bytes and the version id they were read at (None where unversioned)."""
+        return self.read(key), None
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Replace `key` atomically: a reader sees the old bytes or the new, never a torn file."""
+
+    @abstractmethod
+    def delete(self, keys: list[str]) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [info.key for info in self.list_objects(prefix)]
+        self.delete(keys)
+        return len(keys)
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def child(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key: {key!r}")
+    return key
+
+
+class LocalObjectStore(ObjectStore):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*_check_key(key).split("/"))
+
+    def _info(self, key: str, stat: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            # mtime+size is a cheap change detector; the content hash confirms a real change.
+            etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}",
+            version_id=None,
+            last_modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+        )
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            # Deterministic order makes runs and logs reproducible.
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                try:
+                    stat = full.stat()
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                if not full.is_file():
+                    continue
+                key = full.relative_to(self.root).as_posix()
+                if prefix and not key.startswith(prefix):
+                    continue
+                yield self._info(key, stat)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            stat = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return self._info(key, stat)
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as error:
+            raise ObjectNotFound(key) from error
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            self._prune_empty_parents(path.parent)
+
+    def _prune_empty_parents(self, directory: Path) -> None:
+        while directory != self.root and directory.is_relative_to(self.root):
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+
+class S3ObjectStore(ObjectStore):
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _full(self, key: str) -> str:
+        return self.prefix + key
+
+    @staticmethod
+    def _etag(raw: str) -> str:
+        return raw.strip('"')
+
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if not key or key.endswith("/"):
+                    continue  # "folder" placeholder objects
+                yield ObjectInfo(
+                    key=key,
+                    size=int(item["Size"]),
+                    etag=self._etag(item["ETag"]),
+                    version_id=None,
+                    last_modified=item["LastModified"],
+                )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=self._etag(response["ETag"]),
+            version_id=response.get("VersionId"),
+            last_modified=response["LastModified"],
+        )
+
+    def read(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+        except self.client.exceptions.NoSuchKey as error:
+            raise ObjectNotFound(key) from error
+        body: bytes = response["Body"].read()
+        return body
+
+    def read_versioned(self, key: str) -> tuple[bytes, str | None]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+        except self.client.exceptions.NoSuchKey as error:
+            raise ObjectNotFound(key) from error
+        version = response.get("VersionId")
+        return response["Body"].read(), None if version in (None, "null") else version
+
+    def write(self, key: str, data: bytes) -> None:
+        # A single PUT is atomic on S3: readers see the old object or the new one.
+        self.client.put_object(Bucket=self.bucket, Key=self._full(_check_key(key)), Body=data)
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = keys[start : start + 1000]
+            if batch:
+                self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._full(k)} for k in batch], "Quiet": True},
+                )
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def is_s3_uri(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join_key(*parts: str) -> str:
+    return posixpath.join(*[p.strip("/") for p in parts if p.strip("/")])

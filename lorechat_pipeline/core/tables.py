@@ -1,0 +1,29 @@
+"""Parquet (de)serialisation of small tables kept in an object store."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lorechat_pipeline.core.storage import ObjectNotFound, ObjectStore
+
+
+def table_to_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def table_from_bytes(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))
+
+
+def write_table(store: ObjectStore, key: str, table: pa.Table) -> None:
+    store.write(key, table_to_bytes(table))
+
+
+def read_table(store: ObjectStore, key: str) -> pa.Table | None:
+    try:
+        return table_from_bytes(store.read(key))
+    except ObjectNotFound:
+        return None

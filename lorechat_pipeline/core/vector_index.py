@@ -1,0 +1,203 @@
+"""The vector index on LanceDB: opened through its manifest, written per document atomically.
+
+No dagster or unstructured import here: the serving container reads the index with this module.
+"""
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from lorechat_pipeline.core.manifest import MANIFEST_METADATA_KEY, IndexManifest, ManifestMismatch
+from lorechat_pipeline.core.records import index_schema
+
+logger = logging.getLogger(__name__)
+
+# Per-commit bound on documents replaced together: each commit stays atomic per document while
+# a huge first ingest does not build one giant transaction.
+DOCUMENTS_PER_COMMIT = 500
+
+
+class IndexNotFound(RuntimeError):
+    pass
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (single quotes: double quotes name columns in LanceDB SQL)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    document: str
+    score: float
+    text: str
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int
+    deleted: int
+
+
+class LanceVectorIndex:
+    def __init__(self, table: Any, manifest: IndexManifest, uri: str) -> None:
+        self.table = table
+        self.manifest = manifest
+        self.uri = uri
+
+    @property
+    def name(self) -> str:
+        return str(self.table.name)
+
+    @staticmethod
+    def connect(uri: str, storage_options: dict[str, str] | None = None) -> Any:
+        return lancedb.connect(uri, storage_options=storage_options or None)
+
+    @classmethod
+    def open_or_create(
+        cls,
+        uri: str,
+        manifest: IndexManifest,
+        table_name: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> "LanceVectorIndex":
+        """The table for writing; refuses one whose manifest differs from this configuration."""
+        db = cls.connect(uri, storage_options)
+        name = table_name or manifest.default_table_name()
+        if name in db.list_tables().tables:
+            index = cls.open(uri, name, storage_options=storage_options)
+            manifest.require_compatible(index.manifest, f"{uri}/{name}")
+            return index
+        schema = index_schema(
+            manifest.embedding_dimension, {MANIFEST_METADATA_KEY: manifest.to_json().encode()}
+        )
+        try:
+            table = db.create_table(name, schema=schema)
+        except ValueError:
+            # Another writer created it first: fine, open theirs (and check it).
+            return cls.open_or_create(uri, manifest, name, storage_options)
+        return cls(table, manifest, uri)
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        table_name: str,
+        *,
+        expected: IndexManifest | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> "LanceVectorIndex":
+        db = cls.connect(uri, storage_options)
+        if table_name not in db.list_tables().tables:
+            raise IndexNotFound(f"no index table {table_name!r} at {uri}: run `lorechat ingest`")
+        table = db.open_table(table_name)
+        raw = (table.schema.metadata or {}).get(MANIFEST_METADATA_KEY)
+        if raw is None:
+            raise ManifestMismatch(f"table {table_name!r} at {uri} carries no LoreChat manifest")
+        manifest = IndexManifest.from_json(raw)
+        if expected is not None:
+            expected.require_compatible(manifest, f"{uri}/{table_name}")
+        return cls(table, manifest, uri)
+
+    def refresh(self) -> None:
+        self.table.checkout_latest()
+
+    def count(self, where: str | None = None) -> int:
+        return int(self.table.count_rows(where))
+
+    def rows(self, where: str | None, columns: Sequence[str]) -> pa.Table:
+        query = self.table.search().select(list(columns)).limit(None)
+        if where:
+            query = query.where(where)
+        result: pa.Table = query.to_arrow()
+        return result
+
+    def document_versions(self, shard: str) -> dict[str, str]:
+        """document_id → content_fp of what the index holds for one shard."""
+        table = self.rows(f"shard = {sql_string(shard)}", ["document_id", "content_fp"])
+        return dict(
+            zip(
+                table.column("document_id").to_pylist(),
+                table.column("content_fp").to_pylist(),
+                strict=True,
+            )
+        )
+
+    def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> WriteResult:
+        """Make the index hold exactly `rows` for `document_ids` (none for ids absent in rows).
+
+        One merge-insert per batch of documents: readers see each document's old chunk set or
+        its new one, never both and never neither.
+        """
+        if not document_ids:
+            return WriteResult(0, 0)
+        rows = rows.cast(self.table.schema)
+        written = deleted = 0
+        wanted = list(dict.fromkeys(document_ids))
+        for start in range(0, len(wanted), DOCUMENTS_PER_COMMIT):
+            batch_ids = wanted[start : start + DOCUMENTS_PER_COMMIT]
+            batch_rows = rows.filter(pa.compute.is_in(rows["document_id"], pa.array(batch_ids)))
+            result = (
+                self.table.merge_insert("chunk_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(sql_in("document_id", batch_ids))
+                .execute(batch_rows)
+            )
+            written += int(result.num_inserted_rows) + int(result.num_updated_rows)
+            deleted += int(result.num_deleted_rows)
+        return WriteResult(written, deleted)
+
+    def search(self, vector: np.ndarray, k: int = 10, where: str | None = None) -> list[SearchHit]:
+        query = self.table.search(vector.astype(np.float32), vector_column_name="vector")
+        query = query.distance_type("cosine").limit(k)
+        if where:
+            query = query.where(where, prefilter=True)
+        hits = []
+        for row in query.to_arrow().drop_columns(["vector"]).to_pylist():
+            distance = float(row.pop("_distance"))
+            hits.append(
+                SearchHit(
+                    chunk_id=row["chunk_id"],
+                    document=row["document"],
+                    score=1.0 - distance,
+                    text=row["text"],
+                    row=row,
+                )
+            )
+        return hits
+
+    def maintain(self, ann_index_min_rows: int) -> list[str]:
+        """Keep search fast as the table grows: scalar, full-text and (when large) ANN indexes."""
+        done = []
+        existing = {index.name: index for index in self.table.list_indices()}
+        rows = self.count()
+        if rows == 0:
+            return done
+        for column in ("document_id", "shard"):
+            if f"{column}_idx" not in existing:
+                self.table.create_scalar_index(column, index_type="BTREE")
+                done.append(f"btree({column})")
+        if "text_idx" not in existing:
+            self.table.create_fts_index("text", replace=True)
+            done.append("fts(text)")
+        if "vector_idx" not in existing and rows >= ann_index_min_rows:
+            # IVF_FLAT: exact within partitions (recall 1.0 here); IVF_PQ lost too much on 384-d.
+            self.table.create_index(
+                metric="cosine", index_type="IVF_FLAT", num_partitions=max(1, int(rows**0.5) // 4)
+            )
+            done.append("ivf_flat(vector)")
+        # Folds new rows into the existing indexes and compacts small fragments.
+        self.table.optimize()
+        return done

@@ -1,0 +1,69 @@
+"""Resources per environment, built from settings in one function (never at import time)."""
+
+import os
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from lorechat_pipeline.core.storage import is_s3_uri, split_s3_uri
+from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
+from lorechat_pipeline.resources.ingestion_config import IngestionConfig
+from lorechat_pipeline.resources.object_store import (
+    LocalFolderStore,
+    ObjectStoreResource,
+    S3BucketStore,
+)
+from lorechat_pipeline.resources.vector_store import LanceDBVectorStore
+from lorechat_pipeline.settings import LorechatSettings
+
+
+def _secret(name: str) -> Any:
+    # Resolved at launch and hidden in the UI; absent means boto3's own chain (an ECS task role).
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def s3_resource(settings: LorechatSettings) -> S3Resource:
+    return S3Resource(
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_secret("AWS_SESSION_TOKEN"),
+    )
+
+
+def object_store(uri: str, settings: LorechatSettings) -> ObjectStoreResource:
+    if is_s3_uri(uri):
+        bucket, prefix = split_s3_uri(uri)
+        return S3BucketStore(bucket=bucket, prefix=prefix, s3=s3_resource(settings))
+    return LocalFolderStore(path=uri)
+
+
+def build_resources(settings: LorechatSettings) -> dict[str, Any]:
+    return {
+        "source": object_store(settings.source_uri, settings),
+        "processed_store": object_store(settings.processed_uri, settings),
+        "ingestion_config": IngestionConfig(
+            chunk_max_characters=settings.chunk_max_characters,
+            chunk_new_after_characters=settings.chunk_new_after_characters,
+            chunk_overlap=settings.chunk_overlap,
+            chunk_combine_under_characters=settings.chunk_combine_under_characters,
+            max_document_bytes=settings.max_document_bytes,
+            parse_timeout_seconds=settings.parse_timeout_seconds,
+            parse_workers=settings.parse_workers,
+            parse_memory_limit_mb=settings.parse_memory_limit_mb,
+            ann_index_min_rows=settings.ann_index_min_rows,
+        ),
+        "embedder": SentenceTransformerEmbedderResource(
+            model_path=settings.embedding_model_path, batch_size=settings.embedding_batch_size
+        ),
+        "vector_store": LanceDBVectorStore(
+            uri=settings.index_location,
+            table_name=settings.index_table,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            aws_region=settings.aws_region,
+            aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        ),
+    }

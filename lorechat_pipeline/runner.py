@@ -1,0 +1,189 @@
+"""Run the asset graph for what changed, on a persistent Dagster instance (visible in the UI)."""
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from lorechat_pipeline.core.embedding import Embedder
+from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.ledger import QUARANTINED, LedgerEntry, load_ledger
+from lorechat_pipeline.core.manifest import IndexManifest
+from lorechat_pipeline.core.planning import IngestPlan, group_listing, plan_shard
+from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.storage import ObjectStore
+from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
+from lorechat_pipeline.definitions import build_definitions
+from lorechat_pipeline.resources.embedder import EmbedderResource
+from lorechat_pipeline.resources.ingestion_config import IngestionConfig
+from lorechat_pipeline.resources.object_store import ObjectStoreResource
+from lorechat_pipeline.resources.vector_store import VectorStoreResource
+from lorechat_pipeline.settings import LorechatSettings
+
+
+class IngestFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class IngestSummary:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    seconds: float = 0.0
+    shards_run: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    quarantine: list[LedgerEntry] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "documents": {
+                "new": self.new,
+                "changed": self.changed,
+                "unchanged": self.unchanged,
+                "deleted": self.deleted,
+                "quarantined": self.quarantined,
+            },
+            "chunks": {"written": self.chunks_written, "deleted": self.chunks_deleted},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Pipeline:
+    """The configured resources, opened once, for the CLI and the benchmarks."""
+
+    settings: LorechatSettings
+    definitions: dg.Definitions
+
+    @classmethod
+    def from_settings(cls, settings: LorechatSettings) -> "Pipeline":
+        return cls(settings, build_definitions(settings))
+
+    def resource(self, key: str) -> Any:
+        return self.definitions.resources[key]
+
+    @property
+    def source(self) -> ObjectStore:
+        resource: ObjectStoreResource = self.resource("source")
+        return resource.open()
+
+    @property
+    def processed(self) -> ObjectStore:
+        resource: ObjectStoreResource = self.resource("processed_store")
+        return resource.open()
+
+    @property
+    def embedder(self) -> Embedder:
+        resource: EmbedderResource = self.resource("embedder")
+        return resource.get_embedder()
+
+    @property
+    def config(self) -> IngestionConfig:
+        config: IngestionConfig = self.resource("ingestion_config")
+        return config
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self.config.manifest(self.embedder)
+
+    @property
+    def layout(self) -> ProcessedLayout:
+        return self.config.layout(self.embedder)
+
+    def open_index(self) -> LanceVectorIndex:
+        store: VectorStoreResource = self.resource("vector_store")
+        return store.open_for_read(self.manifest)
+
+    def instance(self) -> dg.DagsterInstance:
+        home = Path(self.settings.dagster_home)
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("DAGSTER_HOME", str(home))
+        return dg.DagsterInstance.from_config(str(home))
+
+    def plan(self) -> IngestPlan:
+        processed, layout = self.processed, self.layout
+        try:
+            index: LanceVectorIndex | None = self.open_index()
+        except IndexNotFound:
+            index = None
+        plan = IngestPlan()
+        for shard, objects in group_listing(self.source.list_objects(), SHARD_COUNT).items():
+            plan.shards.append(
+                plan_shard(
+                    shard,
+                    objects,
+                    SHARD_COUNT,
+                    load_catalog(processed, shard),
+                    load_ledger(processed, layout.chunk_ledger(shard)),
+                    load_ledger(processed, layout.embedding_ledger(shard)),
+                    index.document_versions(shard) if index else {},
+                )
+            )
+        return plan
+
+    def quarantine(self) -> list[LedgerEntry]:
+        processed, layout = self.processed, self.layout
+        entries = []
+        for shard in shard_names(SHARD_COUNT):
+            ledger = load_ledger(processed, layout.chunk_ledger(shard))
+            entries += [e for e in ledger.values() if e.status == QUARANTINED]
+        return sorted(entries, key=lambda e: e.document)
+
+    def ingest(self, on_shard_done: Callable[[str], None] | None = None) -> IngestSummary:
+        started = time.perf_counter()
+        plan = self.plan()
+        summary = IngestSummary(unchanged=plan.documents_in_settled_shards)
+        job = self.definitions.resolve_job_def("ingest_job")
+        instance = self.instance()
+        for shard in plan.to_run:
+            result = job.execute_in_process(
+                partition_key=shard, instance=instance, raise_on_error=False
+            )
+            summary.run_ids.append(result.run_id)
+            summary.shards_run.append(shard)
+            if not result.success:
+                raise IngestFailed(_failure_message(result, shard))
+            _add_run(summary, result)
+            if on_shard_done:
+                on_shard_done(shard)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+
+def _metadata(result: Any, node: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for materialization in result.asset_materializations_for_node(node):
+        for name, value in materialization.metadata.items():
+            values[name] = getattr(value, "value", value)
+    return values
+
+
+def _add_run(summary: IngestSummary, result: Any) -> None:
+    observed = _metadata(result, "raw_documents")
+    chunked = _metadata(result, "document_chunks")
+    indexed = _metadata(result, "vector_index")
+    summary.new += observed.get("documents_new", 0)
+    summary.changed += observed.get("documents_changed", 0)
+    summary.unchanged += observed.get("documents_unchanged", 0)
+    summary.deleted += observed.get("documents_deleted", 0)
+    summary.quarantined += chunked.get("documents_quarantined", 0)
+    summary.chunks_written += indexed.get("chunks_written", 0)
+    summary.chunks_deleted += indexed.get("chunks_deleted", 0)
+
+
+def _failure_message(result: Any, shard: str) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            return f"{shard}: step {event.step_key} failed: {error.message.strip()}"
+    return f"{shard}: run {result.run_id} failed"

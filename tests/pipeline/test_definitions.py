@@ -1,0 +1,83 @@
+"""The code location as Dagster sees it, and asset materialization on an ephemeral instance."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
+from lorechat_pipeline.definitions import build_definitions, defs
+from lorechat_pipeline.settings import load_settings
+from tests.pipeline.conftest import PipelineFactory
+
+ASSETS = ["raw_documents", "document_chunks", "chunk_embeddings", "vector_index"]
+
+
+def test_code_location_loads_with_bounded_partitions() -> None:
+    definitions = defs()
+    graph = definitions.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == set(ASSETS)
+    for name in ASSETS:
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def is not None
+        assert len(node.partitions_def.get_partition_keys()) == SHARD_COUNT
+        assert node.description and node.group_name in ("ingestion", "vectorization")
+        assert node.kinds
+    assert graph.get(dg.AssetKey("vector_index")).pool == "vector_index_writes"
+    assert definitions.resolve_job_def("ingest_job") is not None
+    checks = {key.name for key in graph.asset_check_keys}
+    assert checks == {"vector_index_row_count", "vector_index_manifest"}
+
+
+def test_resources_default_to_local_and_switch_to_s3_by_uri(tmp_path: Path) -> None:
+    local = build_definitions(load_settings(home=tmp_path)).resources
+    assert type(local["source"]).__name__ == "LocalFolderStore"
+    assert local["source"].uri == str(tmp_path.resolve() / "inbox")
+    remote = build_definitions(
+        load_settings(home=tmp_path, source="s3://docs/kb", processed="s3://work/processed")
+    ).resources
+    assert type(remote["source"]).__name__ == "S3BucketStore"
+    assert remote["source"].uri == "s3://docs/kb"
+    assert remote["processed_store"].uri == "s3://work/processed"
+
+
+def test_materialization_metadata_and_checks(corpus: Path, make_pipeline: PipelineFactory) -> None:
+    pipeline = make_pipeline(corpus)
+    shard = shard_of("kitchen/tea.html", SHARD_COUNT)
+    result = pipeline.definitions.resolve_job_def("ingest_job").execute_in_process(
+        partition_key=shard, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    observed = result.asset_materializations_for_node("raw_documents")[0].metadata
+    assert observed["documents_new"].value >= 1
+    chunked = result.asset_materializations_for_node("document_chunks")[0].metadata
+    assert chunked["chunks"].value >= 1 and "preview" in chunked and "quarantine" in chunked
+    embedded = result.asset_materializations_for_node("chunk_embeddings")[0].metadata
+    assert embedded["tokens"].value > 0 and embedded["chunks"].value == chunked["chunks"].value
+    indexed = result.asset_materializations_for_node("vector_index")[0].metadata
+    assert indexed["chunks_written"].value == chunked["chunks"].value
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["vector_index_row_count"].passed
+    assert evaluations["vector_index_manifest"].passed
+
+
+def test_row_count_check_fails_when_the_index_drifts(corpus: Path, make_pipeline: PipelineFactory) -> None:
+    pipeline = make_pipeline(corpus)
+    pipeline.ingest()
+    index = pipeline.open_index()
+    index.table.delete("document = 'bikes.txt'")  # drift behind the pipeline's back
+    shard = shard_of("bikes.txt", SHARD_COUNT)
+    job = pipeline.definitions.resolve_job_def("ingest_job")
+    checks_only = job.execute_in_process(
+        partition_key=shard,
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[],
+        asset_check_selection=[dg.AssetCheckKey(dg.AssetKey("vector_index"), "vector_index_row_count")],
+    )
+    evaluation = checks_only.get_asset_check_evaluations()[0]
+    assert not evaluation.passed
+    assert evaluation.metadata["documents_missing"].value == 1
+    # The planner notices too, and a run repairs it.
+    assert shard in pipeline.plan().to_run
+    pipeline.ingest()
+    assert index.count("document = 'bikes.txt'") >= 1

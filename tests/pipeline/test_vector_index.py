@@ -1,0 +1,105 @@
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from lorechat_pipeline.core.ids import chunk_id, document_id
+from lorechat_pipeline.core.manifest import IndexManifest, ManifestMismatch
+from lorechat_pipeline.core.records import index_schema
+from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex, sql_in, sql_string
+
+MANIFEST = IndexManifest(
+    embedding_model="test/model",
+    embedding_dimension=4,
+    metric="cosine",
+    normalized=True,
+    chunker_version="c1",
+    chunker_description="test chunker",
+)
+
+
+def rows(document: str, texts: list[str], shard: str = "shard-000") -> pa.Table:
+    doc_id = document_id(document)
+    vectors = [np.eye(4, dtype=np.float32)[i % 4] for i in range(len(texts))]
+    return pa.Table.from_pylist(
+        [
+            {
+                "chunk_id": chunk_id(doc_id, i, text),
+                "document_id": doc_id,
+                "document": document,
+                "collection": "default",
+                "shard": shard,
+                "source_version": "v1",
+                "content_hash": "h",
+                "content_fp": f"fp-{hash(tuple(texts)) & 0xFFFF}",
+                "content_type": "md",
+                "ordinal": i,
+                "text": text,
+                "title": None,
+                "page_number": None,
+                "section": None,
+                "element_types": ["NarrativeText"],
+                "user_metadata": None,
+                "chunker_version": "c1",
+                "embedding_model": "test/model",
+                "vector": vector.tolist(),
+            }
+            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+        ],
+        schema=index_schema(4),
+    )
+
+
+def test_replace_is_exact_per_document(tmp_path: Path) -> None:
+    index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
+    a, b = document_id("a.md"), document_id("b.md")
+    index.replace_documents(pa.concat_tables([rows("a.md", ["x", "y", "z"]), rows("b.md", ["q"])]), [a, b])
+    assert index.count() == 4
+    result = index.replace_documents(rows("a.md", ["x2"]), [a])
+    assert (result.written, result.deleted) == (1, 3)
+    assert sorted(index.rows(None, ["text"]).column("text").to_pylist()) == ["q", "x2"]
+    again = index.replace_documents(rows("a.md", ["x2"]), [a])  # idempotent
+    assert index.count() == 2 and again.deleted == 0
+    index.replace_documents(index_schema(4).empty_table(), [b])  # deletion
+    assert index.rows(None, ["document"]).column("document").to_pylist() == ["a.md"]
+    assert index.document_versions("shard-000") == {a: rows("a.md", ["x2"])["content_fp"][0].as_py()}
+
+
+def test_manifest_travels_with_the_table_and_mismatches_are_refused(tmp_path: Path) -> None:
+    LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST, "chunks")
+    reopened = LanceVectorIndex.open(str(tmp_path), "chunks")
+    assert reopened.manifest == MANIFEST
+    other = IndexManifest(**{**MANIFEST.__dict__, "embedding_model": "other/model"})
+    with pytest.raises(ManifestMismatch, match="embedding_model"):
+        LanceVectorIndex.open_or_create(str(tmp_path), other, "chunks")
+    with pytest.raises(ManifestMismatch, match="other/model"):
+        LanceVectorIndex.open(str(tmp_path), "chunks", expected=other)
+    with pytest.raises(IndexNotFound, match="lorechat ingest"):
+        LanceVectorIndex.open(str(tmp_path), "missing")
+
+
+def test_default_table_name_follows_model_and_chunker() -> None:
+    name = MANIFEST.default_table_name()
+    assert name.startswith("chunks_model_")
+    assert name == MANIFEST.default_table_name()
+    rechunked = IndexManifest(**{**MANIFEST.__dict__, "chunker_version": "c2"})
+    assert rechunked.default_table_name() != name
+
+
+def test_search_and_maintenance(tmp_path: Path) -> None:
+    index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
+    index.replace_documents(rows("a.md", ["alpha", "beta", "gamma", "delta"]), [document_id("a.md")])
+    hits = index.search(np.array([0, 1, 0, 0], dtype=np.float32), k=2)
+    assert hits[0].text == "beta" and hits[0].score == pytest.approx(1.0)
+    assert hits[0].document == "a.md"
+    done = index.maintain(ann_index_min_rows=1_000_000)
+    assert "fts(text)" in done and "btree(document_id)" in done
+    assert index.maintain(ann_index_min_rows=1_000_000) == []  # already in place
+    filtered = index.search(np.array([0, 1, 0, 0], dtype=np.float32), k=5, where="ordinal >= 2")
+    assert {hit.text for hit in filtered} == {"gamma", "delta"}
+
+
+def test_sql_literals_quote_safely() -> None:
+    assert sql_string("it's") == "'it''s'"
+    assert sql_in("document_id", ["a", "b'c"]) == "document_id IN ('a', 'b''c')"
