@@ -64,6 +64,8 @@ class Pipeline:
 
     settings: LorechatSettings
     definitions: dg.Definitions
+    # Dagster's per-event console lines; the run's full event log is on the instance regardless.
+    log_level: str = "WARNING"
 
     @classmethod
     def from_settings(cls, settings: LorechatSettings) -> "Pipeline":
@@ -107,6 +109,10 @@ class Pipeline:
     def instance(self) -> dg.DagsterInstance:
         home = Path(self.settings.dagster_home)
         home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            # SQLite storage in this folder; no telemetry from a local, offline tool.
+            config.write_text("telemetry:\n  enabled: false\n")
         os.environ.setdefault("DAGSTER_HOME", str(home))
         return dg.DagsterInstance.from_config(str(home))
 
@@ -147,7 +153,10 @@ class Pipeline:
         instance = self.instance()
         for shard in plan.to_run:
             result = job.execute_in_process(
-                partition_key=shard, instance=instance, raise_on_error=False
+                partition_key=shard,
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
             )
             summary.run_ids.append(result.run_id)
             summary.shards_run.append(shard)

@@ -58,11 +58,13 @@ def _load_sentence_transformer(path: str) -> Any:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
+                import transformers
                 from sentence_transformers import SentenceTransformer
             except ImportError as error:  # pragma: no cover
                 raise RuntimeError(
                     "sentence-transformers is required for the local embedder"
                 ) from error
+            transformers.logging.disable_progress_bar()  # a bar per load clutters CLI output
             _models[path] = SentenceTransformer(path, device="cpu", local_files_only=True)
         return _models[path]
 
@@ -80,6 +82,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.model_id = model_id or (PACKAGED_MODEL_ID if model_path is None else self.model_path)
         self.batch_size = batch_size
         self.normalized = True
+        self._dimension: int | None = None
 
     @cached_property
     def model(self) -> Any:
@@ -87,7 +90,13 @@ class SentenceTransformerEmbedder(Embedder):
 
     @property
     def dimension(self) -> int:  # type: ignore[override]
-        return int(self.model.get_sentence_embedding_dimension())
+        # Renamed in sentence-transformers 6; cached because the lookup runs per stage.
+        if self._dimension is None:
+            getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
+                self.model, "get_sentence_embedding_dimension"
+            )
+            self._dimension = int(getter())
+        return self._dimension
 
     @property
     def max_tokens(self) -> int:

@@ -103,3 +103,23 @@ def test_search_and_maintenance(tmp_path: Path) -> None:
 def test_sql_literals_quote_safely() -> None:
     assert sql_string("it's") == "'it''s'"
     assert sql_in("document_id", ["a", "b'c"]) == "document_id IN ('a', 'b''c')"
+
+
+def test_ann_index_is_built_once_the_table_is_large_enough(tmp_path: Path) -> None:
+    index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
+    rng = np.random.default_rng(7)
+    texts = [f"chunk {i}" for i in range(400)]
+    table = rows("big.md", texts)
+    vectors = rng.normal(size=(400, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = table.set_column(
+        table.schema.get_field_index("vector"),
+        "vector",
+        pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 4),
+    )
+    index.replace_documents(table, [document_id("big.md")])
+    assert "ivf_flat(vector)" not in index.maintain(ann_index_min_rows=1000)
+    assert "ivf_flat(vector)" in index.maintain(ann_index_min_rows=256)
+    assert any(i.name == "vector_idx" for i in index.table.list_indices())
+    hits = index.search(vectors[42], k=1)
+    assert hits[0].text == "chunk 42"

@@ -1,0 +1,1 @@
+"""The AWS CDK app that hosts the platform; see issue 6."""
