@@ -1,5 +1,6 @@
 """Run the asset graph for what changed, on a persistent Dagster instance (visible in the UI)."""
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -66,13 +67,24 @@ class Pipeline:
     definitions: dg.Definitions
     # Dagster's per-event console lines; the run's full event log is on the instance regardless.
     log_level: str = "WARNING"
+    _exit_stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    _resources: Any = None
 
     @classmethod
     def from_settings(cls, settings: LorechatSettings) -> "Pipeline":
         return cls(settings, build_definitions(settings))
 
     def resource(self, key: str) -> Any:
-        return self.definitions.resources[key]
+        # As Dagster does at launch: EnvVar secrets resolved, nested resources initialised.
+        if self._resources is None:
+            self._resources = self._exit_stack.enter_context(
+                dg.build_resources(dict(self.definitions.resources))
+            )
+        return getattr(self._resources, key)
+
+    def close(self) -> None:
+        self._exit_stack.close()
+        self._resources = None
 
     @property
     def source(self) -> ObjectStore:

@@ -1,11 +1,29 @@
 """How documents are parsed, chunked and limited: one resource shared by every stage."""
 
+import atexit
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import dagster as dg
 
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.parsing import ChunkingOptions, ParserPool
+
+
+_shared_pools: dict[tuple[object, ...], ParserPool] = {}
+_shared_pools_lock = threading.Lock()
+
+
+def _close_shared_pools() -> None:
+    for pool in _shared_pools.values():
+        pool.close()
+    _shared_pools.clear()
+
+
+atexit.register(_close_shared_pools)
 
 
 class IngestionConfig(dg.ConfigurableResource):
@@ -27,13 +45,31 @@ class IngestionConfig(dg.ConfigurableResource):
             combine_text_under_n_chars=self.chunk_combine_under_characters,
         )
 
-    def open_parser(self) -> ParserPool:
-        return ParserPool(
+    @contextlib.contextmanager
+    def open_parser(self) -> Iterator[ParserPool]:
+        """The process's parser pool for this configuration, started on first use.
+
+        Warming a worker (unstructured and spaCy imports) takes seconds, so when one process runs
+        many partitions (the CLI, in-process runs) they share warm workers; the pool is shut down
+        when the process exits.
+        """
+        key = (
             self.chunking_options(),
-            workers=self.parse_workers,
-            timeout_seconds=self.parse_timeout_seconds,
-            memory_limit_mb=self.parse_memory_limit_mb,
+            self.parse_workers,
+            self.parse_timeout_seconds,
+            self.parse_memory_limit_mb,
         )
+        with _shared_pools_lock:
+            pool = _shared_pools.get(key)
+            if pool is None:
+                pool = ParserPool(
+                    self.chunking_options(),
+                    workers=self.parse_workers,
+                    timeout_seconds=self.parse_timeout_seconds,
+                    memory_limit_mb=self.parse_memory_limit_mb,
+                ).__enter__()
+                _shared_pools[key] = pool
+        yield pool
 
     def manifest(self, embedder: Embedder) -> IndexManifest:
         options = self.chunking_options()

@@ -4,8 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
+from lorechat_pipeline.core.ids import SHARD_COUNT, document_id, shard_of
+from lorechat_pipeline.core.ledger import load_ledger
+from lorechat_pipeline.core.verification import verify_shard
 from lorechat_pipeline.definitions import build_definitions, defs
+from lorechat_pipeline.defs.vectorization.assets import vector_index
 from lorechat_pipeline.settings import load_settings
 from tests.pipeline.conftest import PipelineFactory
 
@@ -23,7 +26,7 @@ def test_code_location_loads_with_bounded_partitions() -> None:
         assert len(node.partitions_def.get_partition_keys()) == SHARD_COUNT
         assert node.description and node.group_name in ("ingestion", "vectorization")
         assert node.kinds
-    assert graph.get(dg.AssetKey("vector_index")).pool == "vector_index_writes"
+    assert vector_index.op.pool == "vector_index_writes"
     assert definitions.resolve_job_def("ingest_job") is not None
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {"vector_index_row_count", "vector_index_manifest"}
@@ -67,17 +70,14 @@ def test_row_count_check_fails_when_the_index_drifts(corpus: Path, make_pipeline
     index = pipeline.open_index()
     index.table.delete("document = 'bikes.txt'")  # drift behind the pipeline's back
     shard = shard_of("bikes.txt", SHARD_COUNT)
-    job = pipeline.definitions.resolve_job_def("ingest_job")
-    checks_only = job.execute_in_process(
-        partition_key=shard,
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[],
-        asset_check_selection=[dg.AssetCheckKey(dg.AssetKey("vector_index"), "vector_index_row_count")],
-    )
-    evaluation = checks_only.get_asset_check_evaluations()[0]
-    assert not evaluation.passed
-    assert evaluation.metadata["documents_missing"].value == 1
+    ledger = load_ledger(pipeline.processed, pipeline.layout.chunk_ledger(shard))
+    verification = verify_shard(index, shard, ledger)
+    assert not verification.passed
+    assert verification.missing == [document_id("bikes.txt")]
+    assert verification.actual_rows < verification.expected_rows
     # The planner notices too, and a run repairs it.
     assert shard in pipeline.plan().to_run
     pipeline.ingest()
+    index.refresh()
     assert index.count("document = 'bikes.txt'") >= 1
+    assert verify_shard(index, shard, ledger).passed

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
-from lorechat_pipeline.runner import IngestFailed
+from lorechat_pipeline.core.manifest import ManifestMismatch
 from tests.pipeline.conftest import HTML, PipelineFactory, index_snapshot, sha256, write
 
 
@@ -171,7 +171,7 @@ def test_a_configuration_change_never_mixes_vectors(corpus: Path, make_pipeline:
     table = first.open_index().name
     # Pointing a different chunker at the same table is refused with the reason.
     pinned = make_pipeline(corpus, index_table=table, chunk_max_characters=400, chunk_new_after_characters=300)
-    with pytest.raises(IngestFailed, match="chunker_version"):
+    with pytest.raises(ManifestMismatch, match="chunker_version"):
         pinned.ingest()
     # Left to derive its table, the new configuration builds a separate index.
     rechunked = make_pipeline(corpus, chunk_max_characters=400, chunk_new_after_characters=300)

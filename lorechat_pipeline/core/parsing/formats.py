@@ -238,8 +238,8 @@ def _zip_kind(data: bytes, extension: str) -> str:
         if part in names:
             return kind
     declared = mimetype.decode("ascii", "replace").strip()
-    if kind := _ZIP_MIMETYPES.get(declared):
-        return kind
+    if declared in _ZIP_MIMETYPES:
+        return _ZIP_MIMETYPES[declared]
     if declared.startswith("application/vnd.oasis.opendocument."):
         raise DocumentRejected("unsupported_type", f"OpenDocument {declared}: only text (.odt)")
     raise DocumentRejected("unsupported_type", "ZIP archive; archives are not unpacked")
@@ -280,8 +280,8 @@ def _decode(data: bytes, honour_declared_charset: bool) -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data[len(bom) :].decode(encoding, errors="replace")
-    if encoding := _guess_wide_encoding(data[:4096]):
-        return data.decode(encoding, errors="replace")
+    if wide := _guess_wide_encoding(data[:4096]):
+        return data.decode(wide, errors="replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -6,8 +6,10 @@ offline, and is not something a production worker should do). PyPI's `en-core-we
 is a re-upload of the same 3.8.0 model; we point the loader at it and never download.
 """
 
+import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 OFFLINE_ENVIRONMENT = {
@@ -26,6 +28,8 @@ SPACY_ENABLE = ("senter",)
 
 _lock = threading.Lock()
 _installed = False
+_unbatched_process: Callable[[str], Any] | None = None
+_batch = threading.local()  # .prefetcher: the batch this thread's parse is reading, if any
 
 
 def set_offline_environment() -> None:
@@ -55,8 +59,9 @@ def load_spacy_model() -> Any:
 
 
 def install_offline_nlp() -> None:
-    """Route unstructured's spaCy loading to `load_spacy_model`. Idempotent and thread-safe."""
-    global _installed
+    """Route unstructured's spaCy loading to `load_spacy_model`, and its per-text spaCy calls
+    through `batched_nlp` when a batch is active. Idempotent and thread-safe."""
+    global _installed, _unbatched_process
     set_offline_environment()
     if _installed:
         return
@@ -68,7 +73,65 @@ def install_offline_nlp() -> None:
         tokenize._load_spacy_model = load_spacy_model
         # A model loaded (or a failure cached) before the swap must not survive it.
         tokenize._get_nlp.cache_clear()
+        _unbatched_process = tokenize._process
+        tokenize._process = _process
         _installed = True
+
+
+PREFETCH_WINDOW = 256
+
+
+@contextlib.contextmanager
+def batched_nlp(expected_texts: Sequence[str]) -> Iterator[None]:
+    """Let unstructured's element classifier read spaCy results computed in batches.
+
+    unstructured runs spaCy once per element, which is nearly all of the time spent on a large
+    PDF or text file; `nlp.pipe` over the same texts is about twice as fast. Given the texts the
+    classifier is about to ask for, in order, this computes them a window at a time (bounded
+    memory) on the first request of each window. A text that was not expected takes unstructured's
+    own path, so a wrong guess costs time, never correctness.
+    """
+    install_offline_nlp()
+    from unstructured.nlp import tokenize
+
+    outer = getattr(_batch, "prefetcher", None)
+    _batch.prefetcher = _Prefetcher(tokenize._get_nlp(), _process_unbatched, expected_texts)
+    try:
+        yield
+    finally:
+        _batch.prefetcher = outer
+
+
+def _process(text: str) -> Any:
+    """Stands in for `unstructured.nlp.tokenize._process`: this thread's batch, if it has one."""
+    prefetcher = getattr(_batch, "prefetcher", None)
+    return prefetcher(text) if prefetcher else _process_unbatched(text)
+
+
+def _process_unbatched(text: str) -> Any:
+    assert _unbatched_process is not None, "install_offline_nlp() has not run"
+    return _unbatched_process(text)
+
+
+class _Prefetcher:
+    def __init__(self, nlp: Any, fallback: Callable[[str], Any], texts: Sequence[str]):
+        self._nlp = nlp
+        self._fallback = fallback
+        self._texts = [t for t in dict.fromkeys(texts) if len(t) <= nlp.max_length]
+        self._position = {text: i for i, text in enumerate(self._texts)}
+        self._docs: dict[str, Any] = {}
+
+    def __call__(self, text: str) -> Any:
+        text = str(text)
+        doc = self._docs.get(text)
+        if doc is None:
+            start = self._position.get(text)
+            if start is None:
+                return self._fallback(text)
+            window = self._texts[start : start + PREFETCH_WINDOW]
+            self._docs = dict(zip(window, self._nlp.pipe(window), strict=True))
+            doc = self._docs[text]
+        return doc
 
 
 def warm_up() -> None:

@@ -8,18 +8,49 @@ dictionaries with pikepdf, and its fake-bold de-duplication) and the same elemen
 """
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
 from lorechat_pipeline.core.parsing.errors import DocumentRejected
-from lorechat_pipeline.core.parsing.offline_nlp import install_offline_nlp
+from lorechat_pipeline.core.parsing.offline_nlp import batched_nlp, install_offline_nlp
 
 # unstructured's default: characters drawn twice within 2 pt are one character ("fake bold").
 CHAR_DUPLICATE_THRESHOLD = 2.0
 
 
+@dataclass(frozen=True)
+class _TextBox:
+    text: str
+    page_number: int
+    points: tuple[tuple[float, float], ...]  # top-left origin, as unstructured expects
+    system: Any  # the page's PixelSpace
+
+
 def partition_pdf_text(data: bytes, filename: str) -> list[Any]:
     """Elements of the PDF's text layer with page numbers. Raises DocumentRejected."""
     install_offline_nlp()
+    from unstructured.partition.text import element_from_text
+
+    boxes, pages = _text_boxes(data)
+    if pages == 0:
+        raise DocumentRejected("corrupt", "pdfminer: the PDF has no readable pages")
+    if not boxes:
+        raise DocumentRejected(
+            "no_text", f"{pages} page(s) without a text layer (scanned?); OCR is not available"
+        )
+    elements = []
+    with batched_nlp([box.text for box in boxes]):
+        for box in boxes:
+            element = element_from_text(
+                box.text, coordinates=box.points, coordinate_system=box.system
+            )
+            element.metadata.page_number = box.page_number
+            element.metadata.filename = filename
+            elements.append(element)
+    return elements
+
+
+def _text_boxes(data: bytes) -> tuple[list[_TextBox], int]:
     from pdfminer.layout import LTTextContainer
     from pdfminer.pdfdocument import PDFEncryptionError
     from unstructured.cleaners.core import clean_extra_whitespace
@@ -28,9 +59,8 @@ def partition_pdf_text(data: bytes, filename: str) -> list[Any]:
         get_text_with_deduplication,
         open_pdfminer_pages_generator,
     )
-    from unstructured.partition.text import element_from_text
 
-    elements: list[Any] = []
+    boxes = []
     pages = 0
     try:
         for page_number, (_, layout) in enumerate(
@@ -45,22 +75,10 @@ def partition_pdf_text(data: bytes, filename: str) -> list[Any]:
                 text = clean_extra_whitespace(
                     get_text_with_deduplication(box, CHAR_DUPLICATE_THRESHOLD)
                 )
-                if not text:
-                    continue
-                # pdfminer's origin is bottom-left; unstructured's header/footer test expects
-                # top-left pixel space.
-                x1, y1, x2, y2 = box.x0, height - box.y1, box.x1, height - box.y0
-                points = ((x1, y1), (x1, y2), (x2, y2), (x2, y1))
-                element = element_from_text(text, coordinates=points, coordinate_system=system)
-                element.metadata.page_number = page_number
-                element.metadata.filename = filename
-                elements.append(element)
+                if text:
+                    x1, y1, x2, y2 = box.x0, height - box.y1, box.x1, height - box.y0
+                    points = ((x1, y1), (x1, y2), (x2, y2), (x2, y1))
+                    boxes.append(_TextBox(text, page_number, points, system))
     except PDFEncryptionError as error:
         raise DocumentRejected("encrypted", f"pdfminer: {type(error).__name__}: {error}") from error
-    if pages == 0:
-        raise DocumentRejected("corrupt", "pdfminer: the PDF has no readable pages")
-    if not elements:
-        raise DocumentRejected(
-            "no_text", f"{pages} page(s) without a text layer (scanned?); OCR is not available"
-        )
-    return elements
+    return boxes, pages

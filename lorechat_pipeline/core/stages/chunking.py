@@ -8,6 +8,7 @@ import logging
 import posixpath
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -98,7 +99,7 @@ def chunk_shard(
     catalog: dict[str, CatalogEntry],
     layout: ProcessedLayout,
     max_document_bytes: int,
-    open_parser: Callable[[], ParserPool],
+    open_parser: Callable[[], AbstractContextManager[ParserPool]],
     on_document: Callable[[str], None] | None = None,
 ) -> ChunkingReport:
     report = ChunkingReport(shard)

@@ -4,9 +4,10 @@ import warnings
 
 import dagster as dg
 
-from lorechat_pipeline.core.ledger import CHUNKED, load_ledger
+from lorechat_pipeline.core.ledger import load_ledger
 from lorechat_pipeline.core.manifest import IndexManifest
-from lorechat_pipeline.core.vector_index import IndexNotFound, sql_string
+from lorechat_pipeline.core.vector_index import IndexNotFound
+from lorechat_pipeline.core.verification import verify_shard
 from lorechat_pipeline.defs.partitions import document_shards_partitions_def
 from lorechat_pipeline.defs.vectorization.assets import vector_index
 from lorechat_pipeline.resources.embedder import EmbedderResource
@@ -35,25 +36,18 @@ def vector_index_row_count(
     model = embedder.get_embedder()
     layout = ingestion_config.layout(model)
     chunk_ledger = load_ledger(processed_store.open(), layout.chunk_ledger(shard))
-    expected = {doc_id: e for doc_id, e in chunk_ledger.items() if e.status == CHUNKED}
-    expected_rows = sum(e.chunk_count for e in expected.values())
     try:
         index = vector_store.open_for_read(ingestion_config.manifest(model))
     except IndexNotFound:
-        return dg.AssetCheckResult(
-            passed=expected_rows == 0, metadata={"expected": expected_rows, "actual": 0}
-        )
-    actual = index.document_versions(shard)
-    actual_rows = index.count(f"shard = {sql_string(shard)}")
-    stale = sorted(d for d in actual if expected.get(d) is None or expected[d].content_fp != actual[d])
-    missing = sorted(d for d in expected if d not in actual)
+        index = None
+    verification = verify_shard(index, shard, chunk_ledger)
     return dg.AssetCheckResult(
-        passed=actual_rows == expected_rows and not stale and not missing,
+        passed=verification.passed,
         metadata={
-            "expected_rows": expected_rows,
-            "actual_rows": actual_rows,
-            "documents_stale_or_orphaned": len(stale),
-            "documents_missing": len(missing),
+            "expected_rows": verification.expected_rows,
+            "actual_rows": verification.actual_rows,
+            "documents_stale_or_orphaned": len(verification.stale_or_orphaned),
+            "documents_missing": len(verification.missing),
         },
     )
 

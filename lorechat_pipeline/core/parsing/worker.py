@@ -1,0 +1,355 @@
+"""Parse in worker processes, so a hung or crashing parser costs one document, not the run.
+
+Workers are started with "spawn" (the parent may have torch and its thread pools loaded, which
+must never be forked), warm up once (imports and the spaCy model) and are reused. Each has its own
+pipe; the parent waits on all pipes and process sentinels at once, so it can kill the one worker
+whose document overran its deadline and start a fresh one while the others carry on.
+"""
+
+import contextlib
+import importlib
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from lorechat_pipeline.core.parsing.errors import DocumentRejected
+from lorechat_pipeline.core.parsing.partition import (
+    MAX_DOCUMENT_BYTES,
+    ChunkingOptions,
+    ParsedChunk,
+    parse_and_chunk,
+)
+
+logger = logging.getLogger(__name__)
+
+ParseFunction = Callable[[bytes, str, ChunkingOptions], list[ParsedChunk]]
+Outcome = list[ParsedChunk] | DocumentRejected
+
+WORKER_ENVIRONMENT = {
+    # One thread per worker: the workers are the parallelism, and torch/BLAS pools oversubscribe.
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+}
+STARTUP_TIMEOUT_SECONDS = 180.0
+STOP_GRACE_SECONDS = 2.0
+
+
+class ParserPool:
+    """Runs `parse_and_chunk` in `workers` reusable processes. Not thread-safe: one caller.
+
+    `parse_function` replaces `parse_and_chunk` (a picklable module-level callable or a
+    "module:function" path); it exists so tests can make a worker hang or crash.
+    """
+
+    def __init__(
+        self,
+        options: ChunkingOptions,
+        *,
+        workers: int = 1,
+        timeout_seconds: float = 120.0,
+        memory_limit_mb: int | None = None,
+        parse_function: ParseFunction | str | None = None,
+    ):
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self.options = options
+        self.workers = workers
+        self.timeout_seconds = timeout_seconds
+        self.memory_limit_mb = memory_limit_mb
+        self._parse_function = parse_function
+        self._context = multiprocessing.get_context("spawn")
+        self._pool: list[_Worker] = []
+        self._job_ids = itertools.count()
+        self.restarts = 0  # workers replaced after a timeout or a crash
+
+    def __enter__(self) -> "ParserPool":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the workers (they warm up in the background); `map` does this when needed."""
+        while len(self._pool) < self.workers:
+            self._pool.append(self._spawn())
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, []
+        for worker in pool:
+            worker.stop()
+        for worker in pool:
+            worker.join_or_kill(STOP_GRACE_SECONDS)
+
+    def parse(self, data: bytes, filename: str) -> list[ParsedChunk]:
+        """Chunks of one document; raises DocumentRejected."""
+        for _, outcome in self.map([("document", data, filename)]):
+            if isinstance(outcome, DocumentRejected):
+                raise outcome
+            return outcome
+        raise AssertionError("map yields one outcome per job")
+
+    def map(self, jobs: Iterable[tuple[str, bytes, str]]) -> Iterator[tuple[str, Outcome]]:
+        """(key, chunks or rejection) for each (key, data, filename), in completion order.
+
+        `jobs` is read lazily, one job per idle worker, so only `workers` documents are held at
+        once however long the stream is.
+        """
+        self.start()
+        pending = iter(jobs)
+        exhausted = False
+        try:
+            while True:
+                for worker in self._pool:
+                    if exhausted or not worker.idle:
+                        continue
+                    job = next(pending, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    key, data, filename = job
+                    if len(data) > MAX_DOCUMENT_BYTES:
+                        yield key, DocumentRejected("too_large", f"{len(data)} bytes")
+                        continue
+                    if not worker.send(next(self._job_ids), key, data, filename):
+                        yield from self._handle_exit(worker)
+                if exhausted and not any(worker.job for worker in self._pool):
+                    return
+                yield from self._collect()
+        finally:
+            # Abandoned part-way: documents still being parsed die with their workers.
+            for worker in list(self._pool):
+                if worker.job:
+                    self._replace(worker)
+
+    # --- the event loop --------------------------------------------------------------------------
+
+    def _collect(self) -> Iterator[tuple[str, Outcome]]:
+        """Wait for the next reply, exit or deadline and handle everything that is due."""
+        deadlines = [worker.deadline for worker in self._pool if worker.job or not worker.ready]
+        if not deadlines:
+            return
+        timeout = max(0.0, min(deadlines) - time.monotonic())
+        handles: list[Any] = [worker.conn for worker in self._pool]
+        handles += [worker.process.sentinel for worker in self._pool]
+        signalled = set(wait(handles, timeout))
+        for worker in list(self._pool):
+            if worker.conn in signalled or worker.process.sentinel in signalled:
+                yield from self._drain(worker)
+            if worker in self._pool and not worker.process.is_alive():
+                yield from self._handle_exit(worker)
+        now = time.monotonic()
+        for worker in list(self._pool):
+            if worker.job and now >= worker.deadline:
+                job = worker.job
+                logger.warning("parsing %s timed out; restarting its worker", job.filename)
+                self._replace(worker)
+                detail = (
+                    f"parsing took longer than {self.timeout_seconds:g}s; the worker was killed"
+                )
+                yield job.key, DocumentRejected("timeout", detail)
+            elif not worker.ready and now >= worker.deadline:
+                self.close()
+                raise RuntimeError(f"a parser worker did not start in {STARTUP_TIMEOUT_SECONDS:g}s")
+
+    def _drain(self, worker: "_Worker") -> Iterator[tuple[str, Outcome]]:
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                return  # it died; _handle_exit reports it
+            kind = message[0]
+            if kind == "ready":
+                worker.ready = True
+            elif kind == "failed":
+                self.close()
+                raise RuntimeError(f"a parser worker failed to start:\n{message[1]}")
+            elif worker.job and message[1] == worker.job.id:
+                key = worker.job.key
+                worker.job = None
+                if kind == "chunks":
+                    yield key, message[2]
+                else:
+                    yield key, DocumentRejected(*message[2])
+
+    def _handle_exit(self, worker: "_Worker") -> Iterator[tuple[str, Outcome]]:
+        worker.process.join(STOP_GRACE_SECONDS)  # a broken pipe can come just before the exit
+        exitcode = worker.process.exitcode
+        if not worker.ready:
+            self.close()
+            raise RuntimeError(f"a parser worker died while starting (exit code {exitcode})")
+        job = worker.job
+        self._replace(worker)
+        if job:
+            logger.warning("the parser worker died on %s (exit code %s)", job.filename, exitcode)
+            yield job.key, _death_rejection(exitcode)
+
+    def _replace(self, worker: "_Worker") -> None:
+        worker.kill()
+        self._pool[self._pool.index(worker)] = self._spawn()
+        self.restarts += 1
+
+    def _spawn(self) -> "_Worker":
+        parent_conn, child_conn = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker_main,
+            args=(child_conn, self.options, self._parse_function, self.memory_limit_mb),
+            name="lorechat-parser",
+            daemon=True,  # never outlive the pipeline
+        )
+        process.start()
+        child_conn.close()
+        return _Worker(process, parent_conn, self.timeout_seconds)
+
+
+@dataclass
+class _Job:
+    id: int
+    key: str
+    filename: str
+
+
+class _Worker:
+    def __init__(self, process: BaseProcess, conn: Connection, timeout_seconds: float):
+        self.process = process
+        self.conn = conn
+        self.timeout_seconds = timeout_seconds
+        self.ready = False
+        self.job: _Job | None = None
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.job is None
+
+    def send(self, job_id: int, key: str, data: bytes, filename: str) -> bool:
+        self.job = _Job(job_id, key, filename)
+        try:
+            self.conn.send((job_id, data, filename))
+        except (OSError, ValueError):
+            return False  # it died while idle
+        # The clock starts once the worker has the bytes: big documents take a while to send.
+        self.deadline = time.monotonic() + self.timeout_seconds
+        return True
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(None)
+
+    def join_or_kill(self, grace_seconds: float) -> None:
+        self.process.join(grace_seconds)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+        self.process.close()
+
+
+def _death_rejection(exitcode: int | None) -> DocumentRejected:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        if -exitcode == signal.SIGKILL:
+            # Nobody here sent it: the kernel's out-of-memory killer.
+            return DocumentRejected("memory_exceeded", f"the parser worker was killed ({name})")
+        return DocumentRejected("parser_crashed", f"the parser worker died of {name}")
+    return DocumentRejected("parser_crashed", f"the parser worker exited with code {exitcode}")
+
+
+# --- inside the worker process -------------------------------------------------------------------
+
+
+def _worker_main(
+    conn: Connection,
+    options: ChunkingOptions,
+    parse_function: ParseFunction | str | None,
+    memory_limit_mb: int | None,
+) -> None:
+    try:
+        os.environ.update(WORKER_ENVIRONMENT)
+        if memory_limit_mb is not None:
+            import resource
+
+            limit = memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        parse = _resolve(parse_function)
+        _warm_up()
+    except BaseException:
+        conn.send(("failed", traceback.format_exc()))
+        return
+    conn.send(("ready",))
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if message is None:
+            return
+        job_id, data, filename = message
+        del message
+        reply = _run(parse, job_id, data, filename, options)
+        del data
+        try:
+            conn.send(reply)
+        except MemoryError:
+            reply = ("rejected", job_id, ("memory_exceeded", "out of memory sending the chunks"))
+            conn.send(reply)
+        if reply[0] == "rejected" and reply[2][0] == "memory_exceeded":
+            return  # after a MemoryError, start afresh rather than trust this process
+
+
+def _run(
+    parse: ParseFunction, job_id: int, data: bytes, filename: str, options: ChunkingOptions
+) -> tuple[Any, ...]:
+    try:
+        return ("chunks", job_id, parse(data, filename, options))
+    except DocumentRejected as rejected:
+        return ("rejected", job_id, (rejected.reason, rejected.detail))
+    except MemoryError:
+        return ("rejected", job_id, ("memory_exceeded", "out of memory while parsing"))
+    except Exception as error:  # a bug, in our code or a parser's: lose the document, not the run
+        logger.exception("parsing %s failed", filename)
+        detail = f"{type(error).__name__}: {error}"
+        return ("rejected", job_id, ("parser_crashed", detail))
+
+
+def _resolve(parse_function: ParseFunction | str | None) -> ParseFunction:
+    if parse_function is None:
+        return parse_and_chunk
+    if callable(parse_function):
+        return parse_function
+    module, _, name = parse_function.replace(":", ".").rpartition(".")
+    function: ParseFunction = getattr(importlib.import_module(module), name)
+    return function
+
+
+def _warm_up() -> None:
+    """Pay the imports and the spaCy model once per worker, not on the first document."""
+    from lorechat_pipeline.core.parsing.offline_nlp import warm_up
+    from lorechat_pipeline.core.parsing.partition import _PARTITIONERS, partitioner
+
+    warm_up()
+    for kind in _PARTITIONERS:
+        partitioner(kind)
+    importlib.import_module("lorechat_pipeline.core.parsing.pdf")
+    importlib.import_module("unstructured.partition.pdf_image.pdfminer_utils")
+    importlib.import_module("unstructured.chunking.title")
