@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorechat_pipeline.runner import Pipeline  # noqa: E402
-from lorechat_pipeline.settings import load_settings  # noqa: E402
+from lorechat_pipeline.runner import Pipeline
+from lorechat_pipeline.settings import load_settings
 
 
 def cpu_seconds() -> float:
@@ -50,10 +50,14 @@ def prepare_source(folder: Path, limit: int | None, workdir: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--limit", type=int, default=None, help="only the first N files")
-    parser.add_argument("--home", type=Path, default=None, help="LORECHAT_HOME (default: a temp dir)")
+    parser.add_argument(
+        "--home", type=Path, default=None, help="LORECHAT_HOME (default: a temp dir)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 

@@ -141,7 +141,11 @@ def status(as_json: JsonOption = False) -> None:
     try:
         index = pipeline.open_index()
         chunks = index.count()
-        index_info = {"uri": index.uri, "table": index.name, "manifest": json.loads(index.manifest.to_json())}
+        index_info = {
+            "uri": index.uri,
+            "table": index.name,
+            "manifest": json.loads(index.manifest.to_json()),
+        }
     except (IndexNotFound, ManifestMismatch) as error:
         index_info = {"uri": pipeline.settings.index_location, "error": str(error)}
     payload = {

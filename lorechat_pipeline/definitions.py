@@ -6,7 +6,10 @@ from lorechat_pipeline.defs.ingestion.assets import document_chunks, raw_documen
 from lorechat_pipeline.defs.jobs import ingest_job
 from lorechat_pipeline.defs.resources import build_resources
 from lorechat_pipeline.defs.vectorization.assets import chunk_embeddings, vector_index
-from lorechat_pipeline.defs.vectorization.checks import vector_index_manifest, vector_index_row_count
+from lorechat_pipeline.defs.vectorization.checks import (
+    vector_index_manifest,
+    vector_index_row_count,
+)
 from lorechat_pipeline.settings import LorechatSettings, load_settings
 
 

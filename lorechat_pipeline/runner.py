@@ -78,7 +78,7 @@ class Pipeline:
         # As Dagster does at launch: EnvVar secrets resolved, nested resources initialised.
         if self._resources is None:
             self._resources = self._exit_stack.enter_context(
-                dg.build_resources(dict(self.definitions.resources))
+                dg.build_resources(dict(self.definitions.resources or {}))
             )
         return getattr(self._resources, key)
 

@@ -58,7 +58,9 @@ class LorechatSettings(BaseSettings):
                 "LORECHAT_CHUNK_NEW_AFTER_CHARACTERS must not exceed LORECHAT_CHUNK_MAX_CHARACTERS"
             )
         if self.chunk_overlap >= self.chunk_max_characters:
-            raise ValueError("LORECHAT_CHUNK_OVERLAP must be smaller than LORECHAT_CHUNK_MAX_CHARACTERS")
+            raise ValueError(
+                "LORECHAT_CHUNK_OVERLAP must be smaller than LORECHAT_CHUNK_MAX_CHARACTERS"
+            )
         return self
 
     @property

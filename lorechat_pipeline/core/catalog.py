@@ -26,7 +26,7 @@ def is_sidecar(key: str) -> bool:
 
 
 def is_ignored(key: str) -> bool:
-    """Hidden files and folders (editor swap files, .DS_Store, our own temp files) are not documents."""
+    """Hidden files and folders (swap files, .DS_Store, our temp files) are not documents."""
     return any(part.startswith(".") for part in key.split("/"))
 
 

@@ -92,9 +92,8 @@ class SentenceTransformerEmbedder(Embedder):
     def dimension(self) -> int:  # type: ignore[override]
         # Renamed in sentence-transformers 6; cached because the lookup runs per stage.
         if self._dimension is None:
-            getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
-                self.model, "get_sentence_embedding_dimension"
-            )
+            getter = getattr(self.model, "get_embedding_dimension", None)
+            getter = getter or self.model.get_sentence_embedding_dimension
             self._dimension = int(getter())
         return self._dimension
 

@@ -37,9 +37,14 @@ class IndexManifest:
 
     def default_table_name(self) -> str:
         """A table per (model, chunker): changing either starts a new table instead of mixing."""
-        slug = re.sub(r"[^a-z0-9]+", "-", self.embedding_model.rsplit("/", 1)[-1].lower()).strip("-")
+        slug = re.sub(r"[^a-z0-9]+", "-", self.embedding_model.rsplit("/", 1)[-1].lower()).strip(
+            "-"
+        )
         digest = fingerprint(
-            *map(str, self.embedder_fields), self.chunker_version, str(self.schema_version), length=8
+            *map(str, self.embedder_fields),
+            self.chunker_version,
+            str(self.schema_version),
+            length=8,
         )
         return f"chunks_{slug}_{digest}"
 

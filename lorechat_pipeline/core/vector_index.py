@@ -180,7 +180,7 @@ class LanceVectorIndex:
 
     def maintain(self, ann_index_min_rows: int) -> list[str]:
         """Keep search fast as the table grows: scalar, full-text and (when large) ANN indexes."""
-        done = []
+        done: list[str] = []
         existing = {index.name: index for index in self.table.list_indices()}
         rows = self.count()
         if rows == 0:

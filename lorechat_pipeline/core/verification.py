@@ -16,7 +16,9 @@ class ShardVerification:
     @property
     def passed(self) -> bool:
         return (
-            self.expected_rows == self.actual_rows and not self.stale_or_orphaned and not self.missing
+            self.expected_rows == self.actual_rows
+            and not self.stale_or_orphaned
+            and not self.missing
         )
 
 

@@ -9,4 +9,3 @@ ingest_job = dg.define_asset_job(
     partitions_def=document_shards_partitions_def,
     description="Bring one shard of the vector index in step with the source.",
 )
-

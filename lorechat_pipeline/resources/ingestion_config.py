@@ -12,7 +12,6 @@ from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.parsing import ChunkingOptions, ParserPool
 
-
 _shared_pools: dict[tuple[object, ...], ParserPool] = {}
 _shared_pools_lock = threading.Lock()
 

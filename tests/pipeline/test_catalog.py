@@ -75,29 +75,59 @@ def test_listing_pairs_sidecars_and_filters_the_shard() -> None:
 
 
 def test_entries_fingerprint_content_and_sidecar() -> None:
-    plain = build_entry(info("a.md"), "shard-000", data=b"hello", version_id=None, sidecar=None, sidecar_data=None)
-    same = build_entry(info("a.md", etag="e2"), "shard-000", data=b"hello", version_id=None, sidecar=None, sidecar_data=None)
-    edited = build_entry(info("a.md"), "shard-000", data=b"hello!", version_id=None, sidecar=None, sidecar_data=None)
+    plain = build_entry(
+        info("a.md"), "shard-000", data=b"hello", version_id=None, sidecar=None, sidecar_data=None
+    )
+    same = build_entry(
+        info("a.md", etag="e2"),
+        "shard-000",
+        data=b"hello",
+        version_id=None,
+        sidecar=None,
+        sidecar_data=None,
+    )
+    edited = build_entry(
+        info("a.md"), "shard-000", data=b"hello!", version_id=None, sidecar=None, sidecar_data=None
+    )
     tagged = build_entry(
-        info("a.md"), "shard-000", data=b"hello", version_id=None,
-        sidecar=info("a.md.metadata.json"), sidecar_data=b'{"team": "hr"}',
+        info("a.md"),
+        "shard-000",
+        data=b"hello",
+        version_id=None,
+        sidecar=info("a.md.metadata.json"),
+        sidecar_data=b'{"team": "hr"}',
     )
     broken = build_entry(
-        info("a.md"), "shard-000", data=b"hello", version_id=None,
-        sidecar=info("a.md.metadata.json"), sidecar_data=b"{",
+        info("a.md"),
+        "shard-000",
+        data=b"hello",
+        version_id=None,
+        sidecar=info("a.md.metadata.json"),
+        sidecar_data=b"{",
     )
     assert plain.content_fp == same.content_fp  # a touched file with the same bytes is unchanged
     assert plain.content_fp != edited.content_fp
     assert plain.content_fp != tagged.content_fp
     assert tagged.user_metadata == '{"team": "hr"}'
-    assert broken.sidecar_error and "not valid JSON" in broken.sidecar_error
-    oversized = build_entry(info("big.pdf", size=10**9), "shard-000", data=None, version_id=None, sidecar=None, sidecar_data=None)
-    assert oversized.oversized and oversized.content_hash.startswith("etag:")
+    assert broken.sidecar_error
+    assert "not valid JSON" in broken.sidecar_error
+    oversized = build_entry(
+        info("big.pdf", size=10**9),
+        "shard-000",
+        data=None,
+        version_id=None,
+        sidecar=None,
+        sidecar_data=None,
+    )
+    assert oversized.oversized
+    assert oversized.content_hash.startswith("etag:")
 
 
 def test_catalog_round_trips_through_parquet_and_diffs() -> None:
     def entry(key: str, data: bytes):  # type: ignore[no-untyped-def]
-        return build_entry(info(key), "shard-000", data=data, version_id="v1", sidecar=None, sidecar_data=None)
+        return build_entry(
+            info(key), "shard-000", data=data, version_id="v1", sidecar=None, sidecar_data=None
+        )
 
     before = {e.document: e for e in [entry("a", b"1"), entry("b", b"2"), entry("c", b"3")]}
     assert catalog_from_table(catalog_to_table(before.values())) == before

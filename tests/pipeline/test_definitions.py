@@ -24,7 +24,8 @@ def test_code_location_loads_with_bounded_partitions() -> None:
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def is not None
         assert len(node.partitions_def.get_partition_keys()) == SHARD_COUNT
-        assert node.description and node.group_name in ("ingestion", "vectorization")
+        assert node.description
+        assert node.group_name in ("ingestion", "vectorization")
         assert node.kinds
     assert vector_index.op.pool == "vector_index_writes"
     assert definitions.resolve_job_def("ingest_job") is not None
@@ -54,9 +55,12 @@ def test_materialization_metadata_and_checks(corpus: Path, make_pipeline: Pipeli
     observed = result.asset_materializations_for_node("raw_documents")[0].metadata
     assert observed["documents_new"].value >= 1
     chunked = result.asset_materializations_for_node("document_chunks")[0].metadata
-    assert chunked["chunks"].value >= 1 and "preview" in chunked and "quarantine" in chunked
+    assert chunked["chunks"].value >= 1
+    assert "preview" in chunked
+    assert "quarantine" in chunked
     embedded = result.asset_materializations_for_node("chunk_embeddings")[0].metadata
-    assert embedded["tokens"].value > 0 and embedded["chunks"].value == chunked["chunks"].value
+    assert embedded["tokens"].value > 0
+    assert embedded["chunks"].value == chunked["chunks"].value
     indexed = result.asset_materializations_for_node("vector_index")[0].metadata
     assert indexed["chunks_written"].value == chunked["chunks"].value
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -64,7 +68,9 @@ def test_materialization_metadata_and_checks(corpus: Path, make_pipeline: Pipeli
     assert evaluations["vector_index_manifest"].passed
 
 
-def test_row_count_check_fails_when_the_index_drifts(corpus: Path, make_pipeline: PipelineFactory) -> None:
+def test_row_count_check_fails_when_the_index_drifts(
+    corpus: Path, make_pipeline: PipelineFactory
+) -> None:
     pipeline = make_pipeline(corpus)
     pipeline.ingest()
     index = pipeline.open_index()

@@ -14,9 +14,19 @@ from tests.pipeline.conftest import HTML, PipelineFactory, index_snapshot, sha25
 
 def rows_by_document(pipeline: Any) -> dict[str, list[dict[str, Any]]]:
     columns = [
-        "chunk_id", "document", "collection", "shard", "content_hash", "source_version",
-        "title", "element_types", "user_metadata", "chunker_version", "embedding_model",
-        "text", "ordinal",
+        "chunk_id",
+        "document",
+        "collection",
+        "shard",
+        "content_hash",
+        "source_version",
+        "title",
+        "element_types",
+        "user_metadata",
+        "chunker_version",
+        "embedding_model",
+        "text",
+        "ordinal",
     ]
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in pipeline.open_index().rows(None, columns).to_pylist():
@@ -30,7 +40,11 @@ def test_first_ingest_indexes_every_document_with_lineage(
     pipeline = make_pipeline(corpus)
     summary = pipeline.ingest()
     assert summary.as_json()["documents"] == {
-        "new": 3, "changed": 0, "unchanged": 0, "deleted": 0, "quarantined": 0,
+        "new": 3,
+        "changed": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "quarantined": 0,
     }
     grouped = rows_by_document(pipeline)
     assert set(grouped) == {"energy/solar.md", "kitchen/tea.html", "bikes.txt"}
@@ -45,9 +59,13 @@ def test_first_ingest_indexes_every_document_with_lineage(
     assert any("Title" in row["element_types"] for row in solar)
     assert any(row["title"] == "Solar panels" or row["title"] == "Maintenance" for row in solar)
     assert grouped["bikes.txt"][0]["collection"] == "default"
-    assert [row["ordinal"] for row in sorted(solar, key=lambda r: r["ordinal"])] == list(range(len(solar)))
+    assert [row["ordinal"] for row in sorted(solar, key=lambda r: r["ordinal"])] == list(
+        range(len(solar))
+    )
 
-    hits = pipeline.open_index().search(pipeline.embedder.embed_query("how hot should the water be for tea"), k=1)
+    hits = pipeline.open_index().search(
+        pipeline.embedder.embed_query("how hot should the water be for tea"), k=1
+    )
     assert hits[0].document == "kitchen/tea.html"
 
 
@@ -113,7 +131,9 @@ def test_deleted_document_leaves_the_index(corpus: Path, make_pipeline: Pipeline
     assert summary.as_json()["documents"]["deleted"] == 1
     assert summary.chunks_deleted == tea_chunks
     assert "kitchen/tea.html" not in rows_by_document(pipeline)
-    assert not any("tea" in path.name for path in (pipeline.settings.home_path / "processed").rglob("*"))  # noqa: E501
+    assert not any(
+        "tea" in path.name for path in (pipeline.settings.home_path / "processed").rglob("*")
+    )
     assert pipeline.open_index().count() == sum(len(r) for r in rows_by_document(pipeline).values())
 
 
@@ -150,7 +170,9 @@ def test_bad_documents_are_quarantined_and_never_block_the_rest(
     assert summary.as_json()["documents"]["changed"] == 2
     assert {"bad/empty.txt", "bad/tagged.md"} <= set(rows_by_document(pipeline))
     assert {entry.document for entry in pipeline.quarantine()} == {
-        "bad/broken.pdf", "bad/archive.zip", "bad/huge.txt",
+        "bad/broken.pdf",
+        "bad/archive.zip",
+        "bad/huge.txt",
     }
 
 
@@ -165,12 +187,16 @@ def test_a_changed_document_that_breaks_leaves_no_stale_chunks(
     assert [entry.document for entry in pipeline.quarantine()] == ["bikes.txt"]
 
 
-def test_a_configuration_change_never_mixes_vectors(corpus: Path, make_pipeline: PipelineFactory, tmp_path: Path) -> None:
+def test_a_configuration_change_never_mixes_vectors(
+    corpus: Path, make_pipeline: PipelineFactory, tmp_path: Path
+) -> None:
     first = make_pipeline(corpus)
     first.ingest()
     table = first.open_index().name
     # Pointing a different chunker at the same table is refused with the reason.
-    pinned = make_pipeline(corpus, index_table=table, chunk_max_characters=400, chunk_new_after_characters=300)
+    pinned = make_pipeline(
+        corpus, index_table=table, chunk_max_characters=400, chunk_new_after_characters=300
+    )
     with pytest.raises(ManifestMismatch, match="chunker_version"):
         pinned.ingest()
     # Left to derive its table, the new configuration builds a separate index.

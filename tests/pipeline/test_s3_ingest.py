@@ -53,9 +53,14 @@ def test_ingest_from_s3_tracks_changes_and_deletions(
     s3_client.put_object(Bucket=source, Key="kb/bikes.txt", Body=b"Chain lubrication every 300 km.")
     s3_client.delete_object(Bucket=source, Key="kb/kitchen/tea.html")
     summary = pipeline.ingest()
-    assert (summary.as_json()["documents"]["changed"], summary.as_json()["documents"]["deleted"]) == (1, 1)
+    assert (
+        summary.as_json()["documents"]["changed"],
+        summary.as_json()["documents"]["deleted"],
+    ) == (1, 1)
     index = pipeline.open_index()
     texts = index.rows(None, ["document", "text"]).to_pylist()
     assert {row["document"] for row in texts} == {"energy/solar.md", "bikes.txt"}
-    assert any("Chain lubrication" in row["text"] for row in texts if row["document"] == "bikes.txt")
+    assert any(
+        "Chain lubrication" in row["text"] for row in texts if row["document"] == "bikes.txt"
+    )
     assert not any("inner tube" in row["text"] for row in texts)

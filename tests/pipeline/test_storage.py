@@ -44,7 +44,8 @@ def test_etag_changes_with_content(store: ObjectStore) -> None:
     first = store.head("x.txt")
     store.write("x.txt", b"two!")
     second = store.head("x.txt")
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert first.etag != second.etag
     data, _ = store.read_versioned("x.txt")
     assert data == b"two!"

@@ -54,16 +54,21 @@ def rows(document: str, texts: list[str], shard: str = "shard-000") -> pa.Table:
 def test_replace_is_exact_per_document(tmp_path: Path) -> None:
     index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
     a, b = document_id("a.md"), document_id("b.md")
-    index.replace_documents(pa.concat_tables([rows("a.md", ["x", "y", "z"]), rows("b.md", ["q"])]), [a, b])
+    index.replace_documents(
+        pa.concat_tables([rows("a.md", ["x", "y", "z"]), rows("b.md", ["q"])]), [a, b]
+    )
     assert index.count() == 4
     result = index.replace_documents(rows("a.md", ["x2"]), [a])
     assert (result.written, result.deleted) == (1, 3)
     assert sorted(index.rows(None, ["text"]).column("text").to_pylist()) == ["q", "x2"]
     again = index.replace_documents(rows("a.md", ["x2"]), [a])  # idempotent
-    assert index.count() == 2 and again.deleted == 0
+    assert index.count() == 2
+    assert again.deleted == 0
     index.replace_documents(index_schema(4).empty_table(), [b])  # deletion
     assert index.rows(None, ["document"]).column("document").to_pylist() == ["a.md"]
-    assert index.document_versions("shard-000") == {a: rows("a.md", ["x2"])["content_fp"][0].as_py()}
+    assert index.document_versions("shard-000") == {
+        a: rows("a.md", ["x2"])["content_fp"][0].as_py()
+    }
 
 
 def test_manifest_travels_with_the_table_and_mismatches_are_refused(tmp_path: Path) -> None:
@@ -89,12 +94,16 @@ def test_default_table_name_follows_model_and_chunker() -> None:
 
 def test_search_and_maintenance(tmp_path: Path) -> None:
     index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
-    index.replace_documents(rows("a.md", ["alpha", "beta", "gamma", "delta"]), [document_id("a.md")])
+    index.replace_documents(
+        rows("a.md", ["alpha", "beta", "gamma", "delta"]), [document_id("a.md")]
+    )
     hits = index.search(np.array([0, 1, 0, 0], dtype=np.float32), k=2)
-    assert hits[0].text == "beta" and hits[0].score == pytest.approx(1.0)
+    assert hits[0].text == "beta"
+    assert hits[0].score == pytest.approx(1.0)
     assert hits[0].document == "a.md"
     done = index.maintain(ann_index_min_rows=1_000_000)
-    assert "fts(text)" in done and "btree(document_id)" in done
+    assert "fts(text)" in done
+    assert "btree(document_id)" in done
     assert index.maintain(ann_index_min_rows=1_000_000) == []  # already in place
     filtered = index.search(np.array([0, 1, 0, 0], dtype=np.float32), k=5, where="ordinal >= 2")
     assert {hit.text for hit in filtered} == {"gamma", "delta"}

@@ -125,7 +125,11 @@ def chunk_shard(
             ledger[entry.document_id] = _quarantine(
                 entry, "invalid_metadata_sidecar", entry.sidecar_error
             )
-        elif (existing := read_table(processed, layout.chunks(shard, entry.document_id, entry.content_fp))) is not None:
+        elif (
+            existing := read_table(
+                processed, layout.chunks(shard, entry.document_id, entry.content_fp)
+            )
+        ) is not None:
             ledger[entry.document_id] = _chunked_entry(entry, existing)
             report.recovered += 1
         else:
@@ -166,7 +170,11 @@ def chunk_shard(
                     report.chunked.append(entry.document)
                     if len(report.preview) < 5:
                         report.preview.append(
-                            {"document": entry.document, "chunks": len(outcome), "first": outcome[0].text[:200]}
+                            {
+                                "document": entry.document,
+                                "chunks": len(outcome),
+                                "first": outcome[0].text[:200],
+                            }
                         )
                 _prune_old_versions(processed, layout, entry)
                 if on_document:
@@ -200,7 +208,9 @@ def _chunked_entry(entry: CatalogEntry, table: pa.Table) -> LedgerEntry:
     )
 
 
-def _prune_old_versions(processed: ObjectStore, layout: ProcessedLayout, entry: CatalogEntry) -> None:
+def _prune_old_versions(
+    processed: ObjectStore, layout: ProcessedLayout, entry: CatalogEntry
+) -> None:
     keep = layout.chunks(entry.shard, entry.document_id, entry.content_fp)
     stale = [
         info.key

@@ -55,8 +55,11 @@ def embed_shard(
         report.removed += 1
 
     todo = sorted(
-        (e for doc_id, e in wanted.items() if ledger.get(doc_id, None) is None
-         or ledger[doc_id].content_fp != e.content_fp),
+        (
+            e
+            for doc_id, e in wanted.items()
+            if ledger.get(doc_id, None) is None or ledger[doc_id].content_fp != e.content_fp
+        ),
         key=lambda e: e.document,
     )
     pending: list[tuple[LedgerEntry, pa.Table]] = []

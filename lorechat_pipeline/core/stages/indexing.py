@@ -66,12 +66,16 @@ def index_shard(
     delete = sorted(doc_id for doc_id in current if doc_id not in embedding_ledger)
     schema = index_schema(index.manifest.embedding_dimension)
     # Deletions ride along with the first batch so a small change is a single commit.
-    batches = [replace[i : i + DOCUMENTS_PER_COMMIT] for i in range(0, len(replace), DOCUMENTS_PER_COMMIT)]
+    batches = [
+        replace[i : i + DOCUMENTS_PER_COMMIT] for i in range(0, len(replace), DOCUMENTS_PER_COMMIT)
+    ]
     if delete and not batches:
         batches = [[]]
     for number, batch in enumerate(batches):
         tables = [
-            index_rows(processed, layout, shard, embedding_ledger[doc_id], index.manifest.embedding_model)
+            index_rows(
+                processed, layout, shard, embedding_ledger[doc_id], index.manifest.embedding_model
+            )
             for doc_id in batch
         ]
         rows = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()

@@ -15,7 +15,6 @@ from lorechat_pipeline.resources.ingestion_config import IngestionConfig
 from lorechat_pipeline.resources.object_store import ObjectStoreResource
 from lorechat_pipeline.resources.vector_store import VectorStoreResource
 
-
 # Partitioned asset checks are a Dagster preview; checking per shard is exactly what we need.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
@@ -23,7 +22,7 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 @dg.asset_check(
     asset=vector_index,
     partitions_def=document_shards_partitions_def,
-    description="The shard's index rows are exactly the chunks of its successfully chunked documents.",
+    description="The shard's index rows are exactly the chunks of its chunked documents.",
 )
 def vector_index_row_count(
     context: dg.AssetCheckExecutionContext,
