@@ -1,8 +1,12 @@
 """The code location as Dagster sees it, and asset materialization on an ephemeral instance."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, document_id, shard_of
 from lorechat_pipeline.core.ledger import load_ledger
@@ -10,6 +14,7 @@ from lorechat_pipeline.core.verification import verify_shard
 from lorechat_pipeline.definitions import build_definitions, defs
 from lorechat_pipeline.defs.vectorization.assets import vector_index
 from lorechat_pipeline.settings import load_settings
+from tests.conftest import REPO_ROOT
 from tests.pipeline.conftest import PipelineFactory
 
 ASSETS = ["raw_documents", "document_chunks", "chunk_embeddings", "vector_index"]
@@ -87,3 +92,26 @@ def test_row_count_check_fails_when_the_index_drifts(
     index.refresh()
     assert index.count("document = 'bikes.txt'") >= 1
     assert verify_shard(index, shard, ledger).passed
+
+
+def test_workspace_and_dagster_cloud_yaml_load_the_same_code_location(tmp_path: Path) -> None:
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    cloud = yaml.safe_load((REPO_ROOT / "dagster_cloud.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]["module_name"]
+    assert module == cloud["locations"][0]["code_source"]["module_name"]
+    dagster = Path(sys.executable).parent / "dagster"
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", str(REPO_ROOT / "workspace.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "DAGSTER_HOME": str(tmp_path),
+            "LORECHAT_HOME": str(tmp_path),
+        },
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Validation successful" in done.stdout + done.stderr

@@ -114,24 +114,36 @@ def _process_unbatched(text: str) -> Any:
 
 
 class _Prefetcher:
+    """Answers requests that follow `texts` in order, a window at a time; anything else falls
+    back. A cursor (not a text -> position map) keeps repeated texts, like a "CHAPTER I" in
+    every book of a novel, from sending it back to their first occurrence."""
+
+    LOOKAHEAD = 16  # texts the classifier may skip (empty bullets, furniture) between requests
+
     def __init__(self, nlp: Any, fallback: Callable[[str], Any], texts: Sequence[str]):
         self._nlp = nlp
         self._fallback = fallback
-        self._texts = [t for t in dict.fromkeys(texts) if len(t) <= nlp.max_length]
-        self._position = {text: i for i, text in enumerate(self._texts)}
+        self._texts = texts
+        self._next = 0  # where the next window starts
         self._docs: dict[str, Any] = {}
 
     def __call__(self, text: str) -> Any:
         text = str(text)
         doc = self._docs.get(text)
-        if doc is None:
-            start = self._position.get(text)
-            if start is None:
-                return self._fallback(text)
-            window = self._texts[start : start + PREFETCH_WINDOW]
-            self._docs = dict(zip(window, self._nlp.pipe(window), strict=True))
-            doc = self._docs[text]
-        return doc
+        if doc is not None:
+            return doc
+        upcoming = self._texts[self._next : self._next + self.LOOKAHEAD]
+        if text not in upcoming or len(text) > self._nlp.max_length:
+            return self._fallback(text)
+        start = self._next + upcoming.index(text)
+        window = [
+            t
+            for t in self._texts[start : start + PREFETCH_WINDOW]
+            if len(t) <= self._nlp.max_length
+        ]
+        self._next = start + PREFETCH_WINDOW
+        self._docs = dict(zip(window, self._nlp.pipe(window), strict=True))
+        return self._docs[text]
 
 
 def warm_up() -> None:
