@@ -42,7 +42,7 @@ class LorechatSettings(BaseSettings):
     chunk_overlap: int = Field(default=0, ge=0)
     chunk_combine_under_characters: int = Field(default=200, ge=0)
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
-    parse_timeout_seconds: float = Field(default=120.0, gt=0)
+    parse_timeout_seconds: float = Field(default=300.0, gt=0)
     parse_workers: int = Field(default=2, ge=1)
     parse_memory_limit_mb: int | None = Field(default=None, ge=256)
 

@@ -31,7 +31,7 @@ class IngestionConfig(dg.ConfigurableResource):
     chunk_overlap: int = 0
     chunk_combine_under_characters: int = 200
     max_document_bytes: int = 50 * 1024 * 1024
-    parse_timeout_seconds: float = 120.0
+    parse_timeout_seconds: float = 300.0
     parse_workers: int = 2
     parse_memory_limit_mb: int | None = None
     ann_index_min_rows: int = 100_000

@@ -17,7 +17,7 @@ REASONS = frozenset(
 MAX_DETAIL_CHARACTERS = 500
 
 
-class DocumentRejected(Exception):  # noqa: N818  (a rejection, not an error)
+class DocumentRejected(Exception):
     """A document that cannot be indexed. `reason` is one of REASONS; callers store both fields."""
 
     def __init__(self, reason: str, detail: str):

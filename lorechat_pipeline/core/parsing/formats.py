@@ -7,13 +7,12 @@ and plain text look alike), so for those the extension decides, after libmagic h
 images, audio and archives.
 """
 
-import codecs
 import io
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from lorechat_pipeline.core.parsing.encoding import is_clean_text, looks_binary
 from lorechat_pipeline.core.parsing.errors import DocumentRejected
 
 
@@ -135,7 +134,7 @@ def detect_format(filename: str, data: bytes) -> DocumentFormat:
     claimed = _FORMATS.get(EXTENSIONS.get(extension, ""))
     # Clean text under a text extension is trusted over libmagic, which sometimes reads
     # a few text bytes as an audio or image signature.
-    if claimed and claimed.textual and _is_clean_text(data):
+    if claimed and claimed.textual and is_clean_text(data):
         return claimed
 
     mime = libmagic_mime(data)
@@ -150,7 +149,7 @@ def detect_format(filename: str, data: bytes) -> DocumentFormat:
         raise DocumentRejected("unsupported_type", f"{what} is not a supported type ({mime})")
     if not claimed.textual:
         raise DocumentRejected("corrupt", f"{extension} file whose content is {mime}")
-    if _looks_binary(data):
+    if looks_binary(data):
         raise DocumentRejected("unsupported_type", f"{extension} file with binary content")
     return claimed
 
@@ -195,13 +194,14 @@ def _reject_non_documents(mime: str) -> None:
 
 
 def _sniff_container(data: bytes, extension: str) -> str | None:
-    if b"%PDF-" in data[:1024]:
+    # The header may follow up to 1 KB of junk, but only a .pdf gets that benefit of the doubt.
+    if data.startswith(b"%PDF-") or (extension == ".pdf" and b"%PDF-" in data[:1024]):
         return "pdf"
     if data.startswith(_OLE_MAGIC):
         return _ole_kind(data)
     if data.startswith(_ZIP_MAGIC):
         return _zip_kind(data, extension)
-    if data.lstrip()[:5] == b"{\\rtf":
+    if data[:64].lstrip().startswith(b"{\\rtf"):
         return "rtf"
     return None
 
@@ -243,109 +243,3 @@ def _zip_kind(data: bytes, extension: str) -> str:
     if declared.startswith("application/vnd.oasis.opendocument."):
         raise DocumentRejected("unsupported_type", f"OpenDocument {declared}: only text (.odt)")
     raise DocumentRejected("unsupported_type", "ZIP archive; archives are not unpacked")
-
-
-# --- text decoding -----------------------------------------------------------------------------
-
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-_DECLARED_CHARSET = re.compile(rb"""(?:charset|encoding)\s*=\s*["']?([A-Za-z0-9._:-]+)""")
-# What browsers do: a page that says latin-1 or ascii is decoded as windows-1252.
-_WHATWG_ALIASES = {"iso8859-1": "cp1252", "ascii": "cp1252"}
-_CONTROL = re.compile(r"[\x01-\x08\x0e-\x1a\x1c-\x1f]")
-
-
-def decode_text(data: bytes, *, honour_declared_charset: bool = False) -> str:
-    """Text from bytes: BOMs, BOM-less UTF-16/32, UTF-8, then a declared charset, then cp1252.
-
-    NUL characters are dropped: they are never content, and they break downstream tools.
-    """
-    return _decode(data, honour_declared_charset).replace("\x00", "")
-
-
-def wide_encoding(data: bytes) -> str | None:
-    """UTF-16 or UTF-32 (BOM or BOM-less), else None: what must be transcoded before parsing."""
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            return None if encoding == "utf-8" else encoding
-    return _guess_wide_encoding(data[:4096])
-
-
-def _decode(data: bytes, honour_declared_charset: bool) -> str:
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            return data[len(bom) :].decode(encoding, errors="replace")
-    if wide := _guess_wide_encoding(data[:4096]):
-        return data.decode(wide, errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    if honour_declared_charset and (declared := _declared_charset(data[:4096])):
-        try:
-            return data.decode(declared)
-        except UnicodeDecodeError:
-            pass
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:  # five bytes are undefined in cp1252; latin-1 maps every byte
-        return data.decode("latin-1")
-
-
-def _declared_charset(head: bytes) -> str | None:
-    match = _DECLARED_CHARSET.search(head)
-    if not match:
-        return None
-    try:
-        name = codecs.lookup(match.group(1).decode("ascii")).name
-    except LookupError:
-        return None
-    if name.startswith(("utf-16", "utf-32")):  # a declaration copied from a re-encoded page
-        return None
-    return _WHATWG_ALIASES.get(name, name)
-
-
-def _guess_wide_encoding(sample: bytes) -> str | None:
-    """BOM-less UTF-16/32 from where the NUL bytes fall (works for text that is mostly Latin)."""
-    if len(sample) < 4:
-        return None
-    width_checks = (
-        (4, "utf-32-le", (2, 3), 0),
-        (4, "utf-32-be", (0, 1), 3),
-        (2, "utf-16-le", (1,), 0),
-        (2, "utf-16-be", (0,), 1),
-    )
-    for width, encoding, zero_lanes, text_lane in width_checks:
-        units = len(sample) // width
-        if units == 0:
-            continue
-        lanes = [sample[lane::width][:units] for lane in range(width)]
-        zeros = all(lanes[lane].count(0) >= 0.6 * units for lane in zero_lanes)
-        if zeros and lanes[text_lane].count(0) <= 0.1 * units:
-            return encoding
-    return None
-
-
-def _is_clean_text(data: bytes) -> bool:
-    """UTF-8 or UTF-16/32 text without stray control bytes."""
-    if wide_encoding(data):
-        return True
-    try:
-        text = codecs.getincrementaldecoder("utf-8")().decode(data[:65536], final=False)
-    except UnicodeDecodeError:
-        return False
-    return not _CONTROL.search(text)
-
-
-def _looks_binary(data: bytes) -> bool:
-    """Bytes that no text encoding we accept would turn into readable text."""
-    if wide_encoding(data):
-        return False
-    sample = data[:8192]
-    control = sum(1 for byte in sample if byte < 32 and byte not in b"\t\n\r\f\v\x1b\x00")
-    return control > 0.1 * len(sample) or sample.count(0) > 0.3 * len(sample)

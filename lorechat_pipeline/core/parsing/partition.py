@@ -7,18 +7,23 @@ import functools
 import importlib
 import importlib.metadata
 import io
+import json
 import re
-import unicodedata
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from lorechat_pipeline.core.ids import fingerprint
+from lorechat_pipeline.core.parsing.cleaning import clean_elements
+from lorechat_pipeline.core.parsing.encoding import decode_text, wide_encoding
 from lorechat_pipeline.core.parsing.errors import DocumentRejected
-from lorechat_pipeline.core.parsing.formats import DocumentFormat, decode_text, detect_format
-from lorechat_pipeline.core.parsing.formats import wide_encoding as _wide_encoding
-from lorechat_pipeline.core.parsing.offline_nlp import batched_nlp, install_offline_nlp
+from lorechat_pipeline.core.parsing.formats import DocumentFormat, detect_format
+from lorechat_pipeline.core.parsing.offline_nlp import (
+    ParsingEnvironmentError,
+    batched_nlp,
+    install_offline_nlp,
+)
 
 PARSER_VERSION = "1"  # bump when parsing/cleaning logic changes
 
@@ -99,14 +104,18 @@ def parse_and_chunk(data: bytes, filename: str, options: ChunkingOptions) -> lis
 
     from unstructured.chunking.title import chunk_by_title
 
-    chunks = chunk_by_title(
-        elements,
-        max_characters=options.max_characters,
-        new_after_n_chars=options.new_after_n_chars,
-        overlap=options.overlap,
-        combine_text_under_n_chars=options.combine_text_under_n_chars,
-        include_orig_elements=True,
-    )
+    try:
+        chunks = chunk_by_title(
+            elements,
+            max_characters=options.max_characters,
+            new_after_n_chars=options.new_after_n_chars,
+            overlap=options.overlap,
+            combine_text_under_n_chars=options.combine_text_under_n_chars,
+            include_orig_elements=True,
+        )
+    except Exception as error:  # the elements parsed, so this is a chunker bug, not bad input
+        detail = f"chunking: {_origin(error)}: {type(error).__name__}: {error}"
+        raise DocumentRejected("parser_crashed", detail) from error
     return _parsed_chunks(chunks, document_format.kind)
 
 
@@ -114,7 +123,7 @@ def parse_and_chunk(data: bytes, filename: str, options: ChunkingOptions) -> lis
 
 _UTF8 = {"encoding": "utf-8"}
 _NO_ATTACHMENTS = {"process_attachments": False}  # attachments are documents of their own
-_PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
+PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "html": ("unstructured.partition.html", "partition_html", _UTF8),
     "md": ("unstructured.partition.md", "partition_md", _UTF8),
     "txt": ("unstructured.partition.text", "partition_text", _UTF8),
@@ -137,7 +146,7 @@ _PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 
 def partitioner(kind: str) -> Callable[..., list[Any]]:
-    module, function, _ = _PARTITIONERS[kind]
+    module, function, _ = PARTITIONERS[kind]
     return getattr(importlib.import_module(module), function)
 
 
@@ -153,13 +162,14 @@ def _partition(document_format: DocumentFormat, data: bytes, filename: str) -> l
         function = partitioner(kind)
         expected = _text_paragraphs(payload) if kind == "txt" else []
         with batched_nlp(expected):
-            return list(
+            elements = list(
                 function(
-                    file=io.BytesIO(payload), metadata_filename=filename, **_PARTITIONERS[kind][2]
+                    file=io.BytesIO(payload), metadata_filename=filename, **PARTITIONERS[kind][2]
                 )
             )
-    except DocumentRejected:
-        raise
+        return _unescape_json(elements) if kind in ("json", "ndjson") else elements
+    except (DocumentRejected, ImportError, ParsingEnvironmentError):
+        raise  # a missing dependency must stop the run, not quarantine every document
     except MemoryError as error:
         raise DocumentRejected("memory_exceeded", f"{kind}: out of memory") from error
     except Exception as error:
@@ -175,6 +185,19 @@ def _text_paragraphs(payload: bytes) -> list[str]:
     return [p.strip() for p in re.split(PARAGRAPH_PATTERN, text.strip()) if p.strip()]
 
 
+def _unescape_json(elements: list[Any]) -> list[Any]:
+    """unstructured renders arbitrary JSON records ASCII-escaped ("Gu\\u00e9nol\\u00e9"), which
+    nobody searches for; render them with their characters."""
+    for element in elements:
+        if element.text.lstrip()[:1] in ("{", "["):
+            try:
+                value = json.loads(element.text)
+            except ValueError:
+                continue
+            element.text = json.dumps(value, ensure_ascii=False, indent=2)
+    return elements
+
+
 _XML_DECLARED_ENCODING = re.compile(r"""^(\s*<\?xml[^>]*?)\s+encoding\s*=\s*["'][^"']*["']""")
 
 
@@ -183,7 +206,7 @@ def _payload(document_format: DocumentFormat, data: bytes) -> bytes:
     kind = document_format.kind
     if kind == "eml":
         # The email parser reads bytes and honours each part's charset; only UTF-16/32 needs help.
-        return decode_text(data).encode("utf-8") if _wide_encoding(data) else data
+        return decode_text(data).encode("utf-8") if wide_encoding(data) else data
     if not document_format.textual:
         return data
     text = decode_text(data, honour_declared_charset=kind in ("html", "xml"))
@@ -228,41 +251,6 @@ def _origin(error: BaseException) -> str:
             origin = module.split(".")[0]
         traceback = traceback.tb_next
     return origin
-
-
-# --- cleaning ------------------------------------------------------------------------------------
-
-_DROPPED_CATEGORIES = {"PageBreak", "PageNumber"}
-_PDF_FURNITURE = {"Header", "Footer"}  # running heads repeated on every page
-# Controls (but not tab, newline, vertical tab, form feed, NEL: they become spaces), soft hyphens,
-# zero-width spaces, BOMs and lone surrogates (which cannot even be encoded as UTF-8).
-_INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\ufeff\ud800-\udfff]")
-_INLINE_SPACE = re.compile(r"[^\S\n]+")
-_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
-_BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def clean_text(text: str) -> str:
-    """NFC; no NUL, control, soft-hyphen, zero-width or lone-surrogate characters; single spaces,
-    at most one blank line."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = _INVISIBLE.sub("", text)
-    text = _INLINE_SPACE.sub(" ", text)
-    text = _SPACE_AROUND_NEWLINE.sub("\n", text)
-    return _BLANK_LINES.sub("\n\n", text).strip()
-
-
-def clean_elements(elements: Sequence[Any], kind: str) -> list[Any]:
-    kept = []
-    for element in elements:
-        category = element.category
-        if category in _DROPPED_CATEGORIES or (kind == "pdf" and category in _PDF_FURNITURE):
-            continue
-        text = clean_text(element.text or "")
-        if text:
-            element.text = text
-            kept.append(element)
-    return kept
 
 
 def _nothing_to_index(document_format: DocumentFormat, data: bytes) -> DocumentRejected:

@@ -7,15 +7,13 @@ whose document overran its deadline and start a fresh one while the others carry
 """
 
 import contextlib
-import importlib
 import itertools
 import logging
 import multiprocessing
 import os
 import signal
 import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -26,22 +24,13 @@ from lorechat_pipeline.core.parsing.partition import (
     MAX_DOCUMENT_BYTES,
     ChunkingOptions,
     ParsedChunk,
-    parse_and_chunk,
 )
+from lorechat_pipeline.core.parsing.worker_process import ParseFunction, worker_main
 
 logger = logging.getLogger(__name__)
 
-ParseFunction = Callable[[bytes, str, ChunkingOptions], list[ParsedChunk]]
 Outcome = list[ParsedChunk] | DocumentRejected
 
-WORKER_ENVIRONMENT = {
-    # One thread per worker: the workers are the parallelism, and torch/BLAS pools oversubscribe.
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
-}
 STARTUP_TIMEOUT_SECONDS = 180.0
 STOP_GRACE_SECONDS = 2.0
 
@@ -150,7 +139,9 @@ class ParserPool:
         for worker in list(self._pool):
             if worker.conn in signalled or worker.process.sentinel in signalled:
                 yield from self._drain(worker)
-            if worker in self._pool and not worker.process.is_alive():
+            if worker.retiring:
+                self._replace(worker)
+            elif not worker.process.is_alive():
                 yield from self._handle_exit(worker)
         now = time.monotonic()
         for worker in list(self._pool):
@@ -179,14 +170,17 @@ class ParserPool:
                 worker.ready = True
             elif kind == "failed":
                 self.close()
-                raise RuntimeError(f"a parser worker failed to start:\n{message[1]}")
+                raise RuntimeError(f"a parser worker failed to start or to parse:\n{message[1]}")
             elif worker.job and message[1] == worker.job.id:
                 key = worker.job.key
                 worker.job = None
                 if kind == "chunks":
                     yield key, message[2]
                 else:
-                    yield key, DocumentRejected(*message[2])
+                    rejected = DocumentRejected(*message[2])
+                    # A worker that ran out of memory exits after replying: give it no more work.
+                    worker.retiring = rejected.reason == "memory_exceeded"
+                    yield key, rejected
 
     def _handle_exit(self, worker: "_Worker") -> Iterator[tuple[str, Outcome]]:
         worker.process.join(STOP_GRACE_SECONDS)  # a broken pipe can come just before the exit
@@ -208,7 +202,7 @@ class ParserPool:
     def _spawn(self) -> "_Worker":
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_worker_main,
+            target=worker_main,
             args=(child_conn, self.options, self._parse_function, self.memory_limit_mb),
             name="lorechat-parser",
             daemon=True,  # never outlive the pipeline
@@ -231,12 +225,13 @@ class _Worker:
         self.conn = conn
         self.timeout_seconds = timeout_seconds
         self.ready = False
+        self.retiring = False
         self.job: _Job | None = None
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.job is None
+        return self.ready and not self.retiring and self.job is None
 
     def send(self, job_id: int, key: str, data: bytes, filename: str) -> bool:
         self.job = _Job(job_id, key, filename)
@@ -258,6 +253,11 @@ class _Worker:
 
     def kill(self) -> None:
         if self.process.is_alive():
+            # The whole group: a parser may be waiting on a child process (pandoc) that would
+            # otherwise run on as an orphan.
+            if self.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
             self.process.kill()
         self.process.join()
         self.conn.close()
@@ -272,84 +272,3 @@ def _death_rejection(exitcode: int | None) -> DocumentRejected:
             return DocumentRejected("memory_exceeded", f"the parser worker was killed ({name})")
         return DocumentRejected("parser_crashed", f"the parser worker died of {name}")
     return DocumentRejected("parser_crashed", f"the parser worker exited with code {exitcode}")
-
-
-# --- inside the worker process -------------------------------------------------------------------
-
-
-def _worker_main(
-    conn: Connection,
-    options: ChunkingOptions,
-    parse_function: ParseFunction | str | None,
-    memory_limit_mb: int | None,
-) -> None:
-    try:
-        os.environ.update(WORKER_ENVIRONMENT)
-        if memory_limit_mb is not None:
-            import resource
-
-            limit = memory_limit_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        parse = _resolve(parse_function)
-        _warm_up()
-    except BaseException:
-        conn.send(("failed", traceback.format_exc()))
-        return
-    conn.send(("ready",))
-
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        if message is None:
-            return
-        job_id, data, filename = message
-        del message
-        reply = _run(parse, job_id, data, filename, options)
-        del data
-        try:
-            conn.send(reply)
-        except MemoryError:
-            reply = ("rejected", job_id, ("memory_exceeded", "out of memory sending the chunks"))
-            conn.send(reply)
-        if reply[0] == "rejected" and reply[2][0] == "memory_exceeded":
-            return  # after a MemoryError, start afresh rather than trust this process
-
-
-def _run(
-    parse: ParseFunction, job_id: int, data: bytes, filename: str, options: ChunkingOptions
-) -> tuple[Any, ...]:
-    try:
-        return ("chunks", job_id, parse(data, filename, options))
-    except DocumentRejected as rejected:
-        return ("rejected", job_id, (rejected.reason, rejected.detail))
-    except MemoryError:
-        return ("rejected", job_id, ("memory_exceeded", "out of memory while parsing"))
-    except Exception as error:  # a bug, in our code or a parser's: lose the document, not the run
-        logger.exception("parsing %s failed", filename)
-        detail = f"{type(error).__name__}: {error}"
-        return ("rejected", job_id, ("parser_crashed", detail))
-
-
-def _resolve(parse_function: ParseFunction | str | None) -> ParseFunction:
-    if parse_function is None:
-        return parse_and_chunk
-    if callable(parse_function):
-        return parse_function
-    module, _, name = parse_function.replace(":", ".").rpartition(".")
-    function: ParseFunction = getattr(importlib.import_module(module), name)
-    return function
-
-
-def _warm_up() -> None:
-    """Pay the imports and the spaCy model once per worker, not on the first document."""
-    from lorechat_pipeline.core.parsing.offline_nlp import warm_up
-    from lorechat_pipeline.core.parsing.partition import _PARTITIONERS, partitioner
-
-    warm_up()
-    for kind in _PARTITIONERS:
-        partitioner(kind)
-    importlib.import_module("lorechat_pipeline.core.parsing.pdf")
-    importlib.import_module("unstructured.partition.pdf_image.pdfminer_utils")
-    importlib.import_module("unstructured.chunking.title")
