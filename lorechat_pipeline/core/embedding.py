@@ -103,8 +103,11 @@ class SentenceTransformerEmbedder(Embedder):
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         tokenizer = self.model.tokenizer
-        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        return sum(min(len(ids), self.max_tokens) for ids in encoded)
+        # Counts what the model sees: chunks past max_seq_length are truncated when encoded.
+        encoded = tokenizer(
+            list(texts), add_special_tokens=True, truncation=True, max_length=self.max_tokens
+        )["input_ids"]
+        return sum(len(ids) for ids in encoded)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
