@@ -11,8 +11,9 @@ setup:
 	@bash scripts/setup.sh
 
 ## Ingest the bundled example documents on the local default, then search them.
+demo: export LORECHAT_SOURCE ?= $(CURDIR)/examples/documents
 demo: setup
-	$(VENV)/lorechat ingest examples/documents
+	$(VENV)/lorechat ingest
 	$(VENV)/lorechat search "How are deleted documents handled?" -k 3
 	$(VENV)/lorechat status
 

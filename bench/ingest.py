@@ -72,6 +72,7 @@ def main() -> None:
     full = pipeline.ingest()
     full_seconds = time.perf_counter() - wall0
     full_cpu = cpu_seconds() - cpu0
+    ingest_rss, ingest_child_rss = peak_rss_mb()
 
     texts = pipeline.open_index().rows(None, ["text"]).column("text").to_pylist()
     started = time.perf_counter()
@@ -99,6 +100,7 @@ def main() -> None:
         "unchanged_rerun_seconds": round(rerun_seconds, 3),
         "unchanged_rerun_ratio": round(rerun_seconds / full_seconds, 4),
         "unchanged_rerun_chunks_written": rerun.chunks_written,
+        "peak_rss_mb_main_during_ingest": round(ingest_rss, 1),
         "peak_rss_mb_main": round(own_rss, 1),
         "peak_rss_mb_parser_workers": round(child_rss, 1),
         "embedding_batch_size": pipeline.settings.embedding_batch_size,

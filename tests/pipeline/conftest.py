@@ -18,10 +18,8 @@ def make_pipeline(tmp_path: Path, embedder: Any) -> PipelineFactory:
 
     def factory(source: str | Path, home: Path | None = None, **overrides: Any) -> Pipeline:
         settings = load_settings(
-            home=home or tmp_path / "home",
+            **{"home": home or tmp_path / "home", "parse_workers": 1, **overrides},
             source=str(source),
-            parse_workers=1,
-            **overrides,
         )
         return Pipeline.from_settings(settings)
 
