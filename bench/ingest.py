@@ -72,7 +72,7 @@ def main() -> None:
     full = pipeline.ingest()
     full_seconds = time.perf_counter() - wall0
     full_cpu = cpu_seconds() - cpu0
-    ingest_rss, ingest_child_rss = peak_rss_mb()
+    ingest_rss, _ = peak_rss_mb()
 
     texts = pipeline.open_index().rows(None, ["text"]).column("text").to_pylist()
     started = time.perf_counter()

@@ -16,6 +16,8 @@ MIXED = SHARED_DATA / "mixed" / "docs"
 
 pytestmark = [
     pytest.mark.slow,
+    # It embeds ~10k chunks (a 3 MB novel, a 619-page PDF): far past the default 900 s limit.
+    pytest.mark.timeout(5400),
     pytest.mark.shared_data,
     pytest.mark.skipif(not MIXED.is_dir(), reason=f"{MIXED} is absent (../shared/data)"),
 ]
