@@ -49,7 +49,6 @@ def _emit(payload: dict[str, Any]) -> None:
 def _quiet_dagster() -> None:
     # The CLI prints its own progress; Dagster's per-event log lines would bury it.
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    os.environ.setdefault("DAGSTER_CLI_API_GRPC_HEARTBEAT", "0")
 
 
 @app.command()

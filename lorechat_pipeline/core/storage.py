@@ -55,8 +55,9 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, keys: list[str]) -> None: ...
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = [info.key for info in self.list_objects(prefix)]
+    def delete_prefix(self, prefix: str, *, keep: str | None = None) -> int:
+        """Delete every object under `prefix` (but `keep`); returns how many were deleted."""
+        keys = [info.key for info in self.list_objects(prefix) if info.key != keep]
         self.delete(keys)
         return len(keys)
 

@@ -137,7 +137,10 @@ def chunk_shard(
             continue
         if ledger[entry.document_id].status == QUARANTINED:
             report.quarantined.append(ledger[entry.document_id])
-        _prune_old_versions(processed, layout, entry)
+        processed.delete_prefix(
+            layout.chunks_prefix(shard, entry.document_id),
+            keep=layout.chunks(shard, entry.document_id, entry.content_fp),
+        )
 
     def jobs() -> Iterator[tuple[str, bytes, str]]:
         for entry in todo:
@@ -168,6 +171,8 @@ def chunk_shard(
                     write_table(processed, layout.chunks(shard, doc_id, entry.content_fp), table)
                     ledger[doc_id] = _chunked_entry(entry, table)
                     report.chunked.append(entry.document)
+                    report.chunks += ledger[doc_id].chunk_count
+                    report.characters += ledger[doc_id].characters
                     if len(report.preview) < 5:
                         report.preview.append(
                             {
@@ -176,24 +181,19 @@ def chunk_shard(
                                 "first": outcome[0].text[:200],
                             }
                         )
-                _prune_old_versions(processed, layout, entry)
+                processed.delete_prefix(
+                    layout.chunks_prefix(shard, doc_id),
+                    keep=layout.chunks(shard, doc_id, entry.content_fp),
+                )
                 if on_document:
                     on_document(entry.document)
                 if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
                     save_ledger(processed, ledger_key, ledger.values())
                     last_checkpoint = time.monotonic()
 
-    for doc_id in report_chunked_ids(report, by_id):
-        report.chunks += ledger[doc_id].chunk_count
-        report.characters += ledger[doc_id].characters
     save_ledger(processed, ledger_key, ledger.values())
     report.ledger = ledger
     return report
-
-
-def report_chunked_ids(report: ChunkingReport, by_id: dict[str, CatalogEntry]) -> list[str]:
-    by_document = {entry.document: doc_id for doc_id, entry in by_id.items()}
-    return [by_document[document] for document in report.chunked]
 
 
 def _chunked_entry(entry: CatalogEntry, table: pa.Table) -> LedgerEntry:
@@ -206,15 +206,3 @@ def _chunked_entry(entry: CatalogEntry, table: pa.Table) -> LedgerEntry:
         chunk_count=len(texts),
         characters=sum(len(t) for t in texts),
     )
-
-
-def _prune_old_versions(
-    processed: ObjectStore, layout: ProcessedLayout, entry: CatalogEntry
-) -> None:
-    keep = layout.chunks(entry.shard, entry.document_id, entry.content_fp)
-    stale = [
-        info.key
-        for info in processed.list_objects(layout.chunks_prefix(entry.shard, entry.document_id))
-        if info.key != keep
-    ]
-    processed.delete(stale)

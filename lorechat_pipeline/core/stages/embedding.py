@@ -85,7 +85,10 @@ def embed_shard(
             )
             offset += count
             ledger[entry.document_id] = entry
-            _prune_old_versions(processed, layout, shard, entry)
+            processed.delete_prefix(
+                layout.embeddings_prefix(shard, entry.document_id),
+                keep=layout.embeddings(shard, entry.document_id, entry.content_fp),
+            )
         report.documents += len(pending)
         report.chunks += len(texts)
         report.tokens += tokens
@@ -122,11 +125,3 @@ def _embedding_table(chunks: pa.Table, vectors: np.ndarray, dimension: int) -> p
         [chunks.column("chunk_id"), pa.FixedSizeListArray.from_arrays(flat, dimension)],
         schema=embedding_schema(dimension),
     )
-
-
-def _prune_old_versions(
-    processed: ObjectStore, layout: ProcessedLayout, shard: str, entry: LedgerEntry
-) -> None:
-    keep = layout.embeddings(shard, entry.document_id, entry.content_fp)
-    prefix = layout.embeddings_prefix(shard, entry.document_id)
-    processed.delete([info.key for info in processed.list_objects(prefix) if info.key != keep])

@@ -78,7 +78,7 @@ def index_shard(
             )
             for doc_id in batch
         ]
-        rows = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+        rows = pa.concat_tables(tables) if tables else schema.empty_table()
         targets = batch + (delete if number == 0 else [])
         result = index.replace_documents(rows, targets)
         report.rows_written += result.written
