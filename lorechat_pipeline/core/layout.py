@@ -7,11 +7,23 @@ mixes outputs of two configurations.
 
 from dataclasses import dataclass
 
+from lorechat_pipeline.core.ids import fingerprint
+from lorechat_pipeline.core.manifest import IndexManifest
+
 
 @dataclass(frozen=True)
 class ProcessedLayout:
     chunker_version: str
     embedder_version: str
+
+    @classmethod
+    def for_manifest(cls, manifest: IndexManifest) -> "ProcessedLayout":
+        """The artifacts an index version was built from (its embedder's fingerprint as in
+        Embedder.fingerprint), found without loading the model."""
+        return cls(
+            chunker_version=manifest.chunker_version,
+            embedder_version=embedder_fingerprint(*manifest.embedder_fields),
+        )
 
     @staticmethod
     def catalog(shard: str) -> str:
@@ -34,3 +46,7 @@ class ProcessedLayout:
 
     def embeddings(self, shard: str, document_id: str, content_fp: str) -> str:
         return f"{self.embeddings_prefix(shard, document_id)}{content_fp}.parquet"
+
+
+def embedder_fingerprint(model_id: str, dimension: int, metric: str, normalized: bool) -> str:
+    return fingerprint(model_id, str(dimension), str(normalized), metric)

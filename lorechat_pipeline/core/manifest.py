@@ -66,3 +66,14 @@ class IndexManifest:
                 "LORECHAT_INDEX_TABLE at a new table (or leave it empty to derive one), "
                 "or configure the embedder the index was built with."
             )
+
+    def require_same_embedder(self, stored: "IndexManifest", where: str) -> None:
+        """Reading needs only the same embedder: query vectors must live in the index's space."""
+        if self.embedder_fields != stored.embedder_fields:
+            raise ManifestMismatch(
+                f"the index at {where} holds vectors of {stored.embedding_model} "
+                f"({stored.embedding_dimension}-d, {stored.metric}); the configured embedder is "
+                f"{self.embedding_model} ({self.embedding_dimension}-d, {self.metric}). Search "
+                "with the embedder the index was built with, or promote an index version built "
+                "with this one."
+            )

@@ -96,8 +96,11 @@ class LanceVectorIndex:
         table_name: str,
         *,
         expected: IndexManifest | None = None,
+        expected_embedder: IndexManifest | None = None,
         storage_options: dict[str, str] | None = None,
     ) -> "LanceVectorIndex":
+        """`expected`: the whole manifest must match (writing); `expected_embedder`: only the
+        embedder (reading, where the chunker that made the rows does not matter)."""
         db = cls.connect(uri, storage_options)
         if table_name not in db.list_tables().tables:
             raise IndexNotFound(f"no index table {table_name!r} at {uri}: run `lorechat ingest`")
@@ -108,7 +111,17 @@ class LanceVectorIndex:
         manifest = IndexManifest.from_json(raw)
         if expected is not None:
             expected.require_compatible(manifest, f"{uri}/{table_name}")
+        if expected_embedder is not None:
+            expected_embedder.require_same_embedder(manifest, f"{uri}/{table_name}")
         return cls(table, manifest, uri)
+
+    @classmethod
+    def table_names(cls, uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
+        return list(cls.connect(uri, storage_options).list_tables().tables)
+
+    @classmethod
+    def drop(cls, uri: str, table_name: str, storage_options: dict[str, str] | None = None) -> None:
+        cls.connect(uri, storage_options).drop_table(table_name, ignore_missing=True)
 
     def refresh(self) -> None:
         self.table.checkout_latest()

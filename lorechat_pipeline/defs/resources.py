@@ -14,6 +14,7 @@ from lorechat_pipeline.resources.object_store import (
     ObjectStoreResource,
     S3BucketStore,
 )
+from lorechat_pipeline.resources.promotion_config import PromotionConfig
 from lorechat_pipeline.resources.vector_store import LanceDBVectorStore
 from lorechat_pipeline.settings import LorechatSettings
 
@@ -40,6 +41,21 @@ def object_store(uri: str, settings: LorechatSettings) -> ObjectStoreResource:
     return LocalFolderStore(path=uri)
 
 
+def promotion_config(settings: LorechatSettings) -> PromotionConfig:
+    golden_store, golden_key = None, ""
+    if settings.golden_queries:
+        uri = settings.golden_queries
+        parent, _, golden_key = uri.rstrip("/").rpartition("/")
+        golden_store = object_store(parent or ".", settings)
+    return PromotionConfig(
+        golden_queries_store=golden_store,
+        golden_queries_key=golden_key,
+        max_quality_drop=settings.promotion_max_quality_drop,
+        k=settings.promotion_k,
+        retention_hours=settings.index_retention_hours,
+    )
+
+
 def build_resources(settings: LorechatSettings) -> dict[str, Any]:
     return {
         "source": object_store(settings.source_uri, settings),
@@ -54,10 +70,15 @@ def build_resources(settings: LorechatSettings) -> dict[str, Any]:
             parse_workers=settings.parse_workers,
             parse_memory_limit_mb=settings.parse_memory_limit_mb,
             ann_index_min_rows=settings.ann_index_min_rows,
+            deletion_guard_share=settings.deletion_guard_share,
+            deletion_guard_min_documents=settings.deletion_guard_min_documents,
         ),
         "embedder": SentenceTransformerEmbedderResource(
-            model_path=settings.embedding_model_path, batch_size=settings.embedding_batch_size
+            model_path=settings.embedding_model_path,
+            batch_size=settings.embedding_batch_size,
+            max_tokens=settings.embedding_max_tokens,
         ),
+        "promotion_config": promotion_config(settings),
         "vector_store": LanceDBVectorStore(
             uri=settings.index_location,
             table_name=settings.index_table,

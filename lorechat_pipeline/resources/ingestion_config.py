@@ -35,6 +35,8 @@ class IngestionConfig(dg.ConfigurableResource):
     parse_workers: int = 2
     parse_memory_limit_mb: int | None = None
     ann_index_min_rows: int = 100_000
+    deletion_guard_share: float = 0.2
+    deletion_guard_min_documents: int = 10
 
     def chunking_options(self) -> ChunkingOptions:
         return ChunkingOptions(

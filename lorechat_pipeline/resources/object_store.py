@@ -16,6 +16,10 @@ class ObjectStoreResource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def uri(self) -> str: ...
 
+    def relative_key(self, bucket: str, key: str) -> str | None:
+        """The store-relative key of an S3 object, or None when it lies outside this store."""
+        return None
+
 
 class LocalFolderStore(ObjectStoreResource):
     """A folder on local disk (created on first write)."""
@@ -43,3 +47,11 @@ class S3BucketStore(ObjectStoreResource):
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def relative_key(self, bucket: str, key: str) -> str | None:
+        if bucket != self.bucket:
+            return None
+        prefix = self.prefix.strip("/")
+        if not prefix:
+            return key
+        return key[len(prefix) + 1 :] if key.startswith(prefix + "/") else None

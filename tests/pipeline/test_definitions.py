@@ -18,13 +18,17 @@ from tests.conftest import REPO_ROOT
 from tests.pipeline.conftest import PipelineFactory
 
 ASSETS = ["raw_documents", "document_chunks", "chunk_embeddings", "vector_index"]
+PROMOTION_ASSETS = ["index_candidate", "index_alias"]
 
 
 def test_code_location_loads_with_bounded_partitions() -> None:
     definitions = defs()
     graph = definitions.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(ASSETS)
+    assert keys == set(ASSETS + PROMOTION_ASSETS)
+    for name in PROMOTION_ASSETS:
+        node = graph.get(dg.AssetKey(name))
+        assert node.partitions_def is None and node.group_name == "promotion"
     for name in ASSETS:
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def is not None
@@ -35,7 +39,12 @@ def test_code_location_loads_with_bounded_partitions() -> None:
     assert vector_index.op.pool == "vector_index_writes"
     assert definitions.resolve_job_def("ingest_job") is not None
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"vector_index_row_count", "vector_index_manifest"}
+    assert checks == {
+        "vector_index_row_count",
+        "vector_index_manifest",
+        "row_count_parity",
+        "retrieval_quality",
+    }
 
 
 def test_resources_default_to_local_and_switch_to_s3_by_uri(tmp_path: Path) -> None:

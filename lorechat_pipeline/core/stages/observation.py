@@ -1,18 +1,25 @@
 """Stage 1: observe one shard of the source and record it in the catalog."""
 
 import logging
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lorechat_pipeline.core.catalog import (
+    SIDECAR_SUFFIX,
     CatalogDiff,
     CatalogEntry,
+    ShardListing,
     build_entry,
     catalog_from_table,
     catalog_to_table,
+    collection_of,
     diff_catalogs,
+    is_ignored,
+    is_sidecar,
     list_shard,
 )
+from lorechat_pipeline.core.ids import shard_names, shard_of
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.storage import ObjectInfo, ObjectNotFound, ObjectStore
 from lorechat_pipeline.core.tables import read_table, write_table
@@ -32,6 +39,82 @@ def load_catalog(processed: ObjectStore, shard: str) -> dict[str, CatalogEntry]:
     return catalog_from_table(read_table(processed, ProcessedLayout.catalog(shard)))
 
 
+@dataclass(frozen=True)
+class DeletionGuard:
+    """Stops a run that would delete a large share of a collection (a listing gone wrong)."""
+
+    max_share: float = 0.2
+    min_documents: int = 10
+    confirmed: bool = False
+
+
+class DeletionRefused(RuntimeError):
+    pass
+
+
+def deletions_by_collection(
+    processed: ObjectStore, listing: Iterable[ObjectInfo], shard_count: int
+) -> tuple[Counter[str], Counter[str]]:
+    """(catalogued documents, documents the listing no longer has) per collection, all shards."""
+    listed = {info.key for info in listing if not is_ignored(info.key) and not is_sidecar(info.key)}
+    catalogued: Counter[str] = Counter()
+    missing: Counter[str] = Counter()
+    for shard in shard_names(shard_count):
+        for key, entry in load_catalog(processed, shard).items():
+            catalogued[entry.collection] += 1
+            if key not in listed:
+                missing[entry.collection] += 1
+    return catalogued, missing
+
+
+def enforce_deletion_guard(
+    guard: DeletionGuard,
+    deleted_keys: Sequence[str],
+    source: ObjectStore,
+    processed: ObjectStore,
+    shard_count: int,
+) -> None:
+    if guard.confirmed or not deleted_keys:
+        return
+    # Judged on the whole source, not the shard: a shard holds a sixteenth of a collection.
+    catalogued, missing = deletions_by_collection(processed, source.list_objects(), shard_count)
+    touched = {collection_of(key) for key in deleted_keys}
+    refused = [
+        f"{missing[c]} of {catalogued[c]} documents ({missing[c] / catalogued[c]:.0%}) of "
+        f"collection {c!r}"
+        for c in sorted(touched)
+        if missing[c] >= guard.min_documents and missing[c] > guard.max_share * catalogued[c]
+    ]
+    if refused:
+        raise DeletionRefused(
+            "refusing to delete "
+            + "; ".join(refused)
+            + f" from the index: more than the {guard.max_share:.0%} deletion guard "
+            "(LORECHAT_DELETION_GUARD_SHARE). A listing error must never wipe an index. If the "
+            "documents really were deleted, confirm it: `lorechat ingest --confirm-deletions`, or "
+            "run config `ops: {raw_documents: {config: {confirm_deletions: true}}}`."
+        )
+
+
+def head_keys(
+    source: ObjectStore, keys: Iterable[str], shard: str, shard_count: int
+) -> ShardListing:
+    """The listing of just these keys (event mode): a HEAD per key instead of a bucket listing."""
+    owners = {key[: -len(SIDECAR_SUFFIX)] if is_sidecar(key) else key for key in keys}
+    listing = ShardListing()
+    for owner in sorted(owners):
+        if is_ignored(owner) or shard_of(owner, shard_count) != shard:
+            continue
+        info = source.head(owner)
+        if info is None:
+            continue
+        listing.documents[owner] = info
+        sidecar = source.head(owner + SIDECAR_SUFFIX)
+        if sidecar is not None:
+            listing.sidecars[owner] = sidecar
+    return listing
+
+
 def observe_shard(
     source: ObjectStore,
     processed: ObjectStore,
@@ -40,10 +123,23 @@ def observe_shard(
     shard_count: int,
     max_document_bytes: int,
     listing: Iterable[ObjectInfo] | None = None,
+    keys: Sequence[str] | None = None,
+    guard: DeletionGuard | None = None,
 ) -> Observation:
+    """Record the shard's documents in its catalog.
+
+    `keys`: only these objects changed (S3 events); they are looked up one by one and the rest
+    of the catalog is kept. Otherwise the whole source is listed.
+    """
     previous = load_catalog(processed, shard)
-    found = list_shard(source.list_objects() if listing is None else listing, shard, shard_count)
     entries: dict[str, CatalogEntry] = {}
+    if keys is not None:
+        found = head_keys(source, keys, shard, shard_count)
+        touched = {k[: -len(SIDECAR_SUFFIX)] if is_sidecar(k) else k for k in keys}
+        entries = {key: entry for key, entry in previous.items() if key not in touched}
+    else:
+        objects = source.list_objects() if listing is None else listing
+        found = list_shard(objects, shard, shard_count)
     bytes_hashed = 0
     for key, info in sorted(found.documents.items()):
         sidecar = found.sidecars.get(key)
@@ -74,5 +170,9 @@ def observe_shard(
             sidecar=sidecar,
             sidecar_data=sidecar_data,
         )
+    diff = diff_catalogs(previous, entries)
+    if guard is not None and keys is None:
+        # Event-mode deletions were each confirmed by a HEAD; a listing may be partial.
+        enforce_deletion_guard(guard, diff.deleted, source, processed, shard_count)
     write_table(processed, ProcessedLayout.catalog(shard), catalog_to_table(entries.values()))
-    return Observation(shard, entries, diff_catalogs(previous, entries), bytes_hashed)
+    return Observation(shard, entries, diff, bytes_hashed)

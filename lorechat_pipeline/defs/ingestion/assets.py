@@ -6,7 +6,12 @@ import dagster as dg
 
 from lorechat_pipeline.core.ids import SHARD_COUNT
 from lorechat_pipeline.core.stages.chunking import chunk_shard
-from lorechat_pipeline.core.stages.observation import load_catalog, observe_shard
+from lorechat_pipeline.core.stages.observation import (
+    DeletionGuard,
+    DeletionRefused,
+    load_catalog,
+    observe_shard,
+)
 from lorechat_pipeline.defs.metadata import markdown_table, quarantine_table
 from lorechat_pipeline.defs.partitions import document_shards_partitions_def
 from lorechat_pipeline.resources.embedder import EmbedderResource
@@ -14,10 +19,25 @@ from lorechat_pipeline.resources.ingestion_config import IngestionConfig
 from lorechat_pipeline.resources.object_store import ObjectStoreResource
 
 
+class ObservationConfig(dg.Config):
+    """Run config of `raw_documents`."""
+
+    confirm_deletions: bool = False  # past the deletion guard: the documents really are gone
+    # Event mode: only these source keys changed (looked up one by one; no listing).
+    keys: list[str] | None = None
+
+
+# Transient failures (S3 throttling, a connection reset) get retried; a refused run does not.
+TRANSIENT_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
 @dg.asset(
     partitions_def=document_shards_partitions_def,
     group_name="ingestion",
     kinds={"s3", "parquet"},
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "The documents in the source (a folder or S3 prefix), one hash shard per partition: key, "
         "ETag/version, size, content hash and `.metadata.json` sidecar. Observed by listing; "
@@ -26,24 +46,35 @@ from lorechat_pipeline.resources.object_store import ObjectStoreResource
 )
 def raw_documents(
     context: dg.AssetExecutionContext,
+    config: ObservationConfig,
     source: ObjectStoreResource,
     processed_store: ObjectStoreResource,
     ingestion_config: IngestionConfig,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
-    observation = observe_shard(
-        source.open(),
-        processed_store.open(),
-        context.partition_key,
-        shard_count=SHARD_COUNT,
-        max_document_bytes=ingestion_config.max_document_bytes,
-    )
+    try:
+        observation = observe_shard(
+            source.open(),
+            processed_store.open(),
+            context.partition_key,
+            shard_count=SHARD_COUNT,
+            max_document_bytes=ingestion_config.max_document_bytes,
+            keys=config.keys,
+            guard=DeletionGuard(
+                max_share=ingestion_config.deletion_guard_share,
+                min_documents=ingestion_config.deletion_guard_min_documents,
+                confirmed=config.confirm_deletions,
+            ),
+        )
+    except DeletionRefused as refused:
+        raise dg.Failure(description=str(refused), allow_retries=False) from refused
     diff = observation.diff
     changes = [(k, "new") for k in diff.new] + [(k, "changed") for k in diff.changed]
     changes += [(k, "deleted") for k in diff.deleted]
     return dg.MaterializeResult(
         metadata={
             "source": source.uri,
+            "mode": "events" if config.keys is not None else "listing",
             "documents": len(observation.entries),
             "documents_new": len(diff.new),
             "documents_changed": len(diff.changed),
@@ -61,6 +92,7 @@ def raw_documents(
     deps=[raw_documents],
     group_name="ingestion",
     kinds={"unstructured", "parquet"},
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "Cleaned chunks of every new or changed document, parsed with unstructured and chunked "
         "by title, with lineage. Documents that cannot be parsed are quarantined with a reason "

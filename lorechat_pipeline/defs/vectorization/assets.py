@@ -7,7 +7,7 @@ import dagster as dg
 from lorechat_pipeline.core.ledger import load_ledger
 from lorechat_pipeline.core.stages.embedding import embed_shard
 from lorechat_pipeline.core.stages.indexing import index_shard
-from lorechat_pipeline.defs.ingestion.assets import document_chunks
+from lorechat_pipeline.defs.ingestion.assets import TRANSIENT_RETRY, document_chunks
 from lorechat_pipeline.defs.partitions import document_shards_partitions_def
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
@@ -20,6 +20,9 @@ from lorechat_pipeline.resources.vector_store import VectorStoreResource
     deps=[document_chunks],
     group_name="vectorization",
     kinds={"pytorch", "parquet"},
+    # Backfills and sensor runs together never call the embedding provider more than allowed.
+    pool="embedding_provider",
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "Normalised embeddings of the chunks of every new or changed document, batched across "
         "documents and stored per document beside its chunks."
@@ -69,6 +72,7 @@ def chunk_embeddings(
     kinds={"lancedb"},
     # One writer at a time per table keeps commits from conflicting under concurrent backfills.
     pool="vector_index_writes",
+    retry_policy=TRANSIENT_RETRY,
     description=(
         "The vector index rows of one shard, kept exactly in step with the source: each changed "
         "document's chunk set is replaced atomically, deleted documents leave the index."
@@ -94,6 +98,10 @@ def vector_index(
         embedding_ledger=load_ledger(processed, layout.embedding_ledger(shard)),
         layout=layout,
     )
+    aliases = vector_store.aliases()
+    if aliases.read() is None:
+        # The first version of an index has nothing to protect: it is current as soon as it exists.
+        aliases.promote(index.name, reason="the first version of the index")
     maintenance = (
         index.maintain(ingestion_config.ann_index_min_rows)
         if report.documents_replaced or report.documents_deleted

@@ -1,0 +1,84 @@
+"""Is a new index version ready to replace the current one? Completeness, then quality."""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lorechat_pipeline.core.catalog import CatalogEntry
+from lorechat_pipeline.core.embedding import Embedder
+from lorechat_pipeline.core.evaluation import SearchDocuments
+from lorechat_pipeline.core.ledger import LedgerEntry
+from lorechat_pipeline.core.planning import unsettled_reason
+from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from lorechat_pipeline.core.verification import verify_shard
+
+
+@dataclass
+class ShardState:
+    catalog: dict[str, CatalogEntry]
+    chunk_ledger: dict[str, LedgerEntry]
+    embedding_ledger: dict[str, LedgerEntry]
+
+
+@dataclass
+class CandidateParity:
+    expected_rows: int = 0
+    actual_rows: int = 0
+    # shard → why it is not complete (stages behind the catalog, rows not matching the chunks)
+    shards_behind: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.shards_behind and self.expected_rows == self.actual_rows
+
+    def describe(self) -> str:
+        if self.passed:
+            return f"{self.actual_rows} rows, exactly the chunks of every catalogued document"
+        behind = "; ".join(f"{shard}: {why}" for shard, why in sorted(self.shards_behind.items()))
+        return f"{self.actual_rows} rows for {self.expected_rows} expected chunks" + (
+            f"; shards not complete: {behind}" if behind else ""
+        )
+
+
+def check_candidate_parity(
+    candidate: LanceVectorIndex, shards: Sequence[str], load_shard: Callable[[str], ShardState]
+) -> CandidateParity:
+    """Every shard's stages have caught up with its catalog and the rows equal the chunk set."""
+    parity = CandidateParity()
+    for shard in shards:
+        state = load_shard(shard)
+        verification = verify_shard(candidate, shard, state.chunk_ledger)
+        parity.expected_rows += verification.expected_rows
+        parity.actual_rows += verification.actual_rows
+        reason = unsettled_reason(
+            state.catalog,
+            state.chunk_ledger,
+            state.embedding_ledger,
+            candidate.document_versions(shard),
+        )
+        if reason:
+            parity.shards_behind[shard] = reason
+        elif not verification.passed:
+            parity.shards_behind[shard] = (
+                f"{verification.actual_rows} rows for {verification.expected_rows} chunks"
+            )
+    return parity
+
+
+def document_search(index: LanceVectorIndex, embedder: Embedder) -> SearchDocuments:
+    def search(query: str, k: int) -> list[str]:
+        return [hit.document for hit in index.search(embedder.embed_query(query), k)]
+
+    return search
+
+
+def sample_chunks(index: LanceVectorIndex, limit: int = 5000) -> list[tuple[str, str, str]]:
+    """(chunk_id, document, text) rows to derive golden queries from; bounded for big indexes."""
+    table = index.table.search().select(["chunk_id", "document", "text"]).limit(limit).to_arrow()
+    return list(
+        zip(
+            table.column("chunk_id").to_pylist(),
+            table.column("document").to_pylist(),
+            table.column("text").to_pylist(),
+            strict=True,
+        )
+    )

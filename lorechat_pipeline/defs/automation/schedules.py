@@ -1,0 +1,48 @@
+"""Schedules: nightly reconciliation of the whole source, and index version clean-up."""
+
+import dagster as dg
+
+from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
+from lorechat_pipeline.defs.jobs import index_gc_job, ingest_job
+from lorechat_pipeline.settings import LorechatSettings
+
+
+def reconciliation_requests(scheduled: str) -> list[dg.RunRequest]:
+    # Every shard, every night: repairs missed events, propagates deletions (behind the
+    # deletion guard) and backfills shards a configuration change left stale.
+    return [
+        dg.RunRequest(
+            run_key=f"reconcile:{scheduled}:{shard}",
+            partition_key=shard,
+            tags={"lorechat/trigger": "reconcile"},
+        )
+        for shard in shard_names(SHARD_COUNT)
+    ]
+
+
+def build_reconciliation_schedule(settings: LorechatSettings) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="reconciliation_schedule",
+        job=ingest_job,
+        cron_schedule=settings.reconcile_cron,
+        execution_timezone=settings.reconcile_timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            "Diffs a full listing of the source against the index in every shard: missed events "
+            "are repaired, deletions propagate (unless the deletion guard stops them) and shards "
+            "a chunker or model change left stale are rebuilt."
+        ),
+    )
+    def reconciliation_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        return reconciliation_requests(context.scheduled_execution_time.isoformat())
+
+    return reconciliation_schedule
+
+
+index_gc_schedule = dg.ScheduleDefinition(
+    name="index_gc_schedule",
+    job=index_gc_job,
+    cron_schedule="30 4 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Drops index versions retired longer ago than LORECHAT_INDEX_RETENTION_HOURS.",
+)

@@ -1,0 +1,190 @@
+"""Sensors: source changes become shard runs, and a complete new index version gets promoted."""
+
+import hashlib
+import logging
+from collections import defaultdict
+
+import dagster as dg
+
+from lorechat_pipeline.core.change_detection import (
+    ListingCursor,
+    changed_shards,
+    owner_of,
+    run_key,
+    shard_digests,
+)
+from lorechat_pipeline.core.events import delete_messages, drain_queue, latest_per_key
+from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names, shard_of
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.ledger import load_ledger
+from lorechat_pipeline.core.promotion import ShardState, check_candidate_parity
+from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from lorechat_pipeline.defs.jobs import ingest_job, promote_job
+from lorechat_pipeline.resources.embedder import EmbedderResource
+from lorechat_pipeline.resources.event_queue import EventQueueResource
+from lorechat_pipeline.resources.ingestion_config import IngestionConfig
+from lorechat_pipeline.resources.object_store import ObjectStoreResource
+from lorechat_pipeline.resources.vector_store import VectorStoreResource
+from lorechat_pipeline.settings import LorechatSettings
+
+EMPTY_SHARD_DIGEST = shard_digests([], SHARD_COUNT)[shard_names(SHARD_COUNT)[0]]
+
+
+def source_listing_requests(
+    source: ObjectStoreResource, cursor: str | None
+) -> tuple[list[dg.RunRequest], str]:
+    digests = shard_digests(source.open().list_objects(), SHARD_COUNT)
+    previous = ListingCursor.parse(cursor)
+    shards = changed_shards(previous, digests)
+    if previous is None:
+        # Without a cursor every shard looks new; an empty one has nothing to ingest.
+        shards = [shard for shard in shards if digests[shard] != EMPTY_SHARD_DIGEST]
+    requests = [
+        dg.RunRequest(
+            run_key=run_key("listing", shard, digests[shard]),
+            partition_key=shard,
+            tags={"lorechat/trigger": "listing"},
+        )
+        for shard in shards
+    ]
+    return requests, ListingCursor(digests).serialize()
+
+
+def build_source_listing_sensor(settings: LorechatSettings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="source_listing_sensor",
+        job=ingest_job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=(
+            dg.DefaultSensorStatus.STOPPED
+            if settings.sqs_queue_url
+            else dg.DefaultSensorStatus.RUNNING
+        ),
+        description=(
+            "Lists the source each interval and runs the shards whose objects were added, "
+            "modified (ETag or size) or deleted. The cursor holds one digest per shard."
+        ),
+    )
+    def source_listing_sensor(
+        context: dg.SensorEvaluationContext, source: ObjectStoreResource
+    ) -> dg.SensorResult:
+        requests, cursor = source_listing_requests(source, context.cursor)
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return source_listing_sensor
+
+
+def source_event_requests(
+    source: ObjectStoreResource, event_queue: EventQueueResource, log: logging.Logger | None
+) -> list[dg.RunRequest]:
+    client = event_queue.get_client()
+    drained = drain_queue(
+        client, event_queue.queue_url, max_messages=event_queue.max_messages_per_tick
+    )
+    keys_by_shard: dict[str, set[str]] = defaultdict(set)
+    for event in latest_per_key(drained.events):
+        key = source.relative_key(event.bucket, event.key)
+        if key is None or not key:
+            continue
+        keys_by_shard[shard_of(owner_of(key), SHARD_COUNT)].add(key)
+    requests = []
+    for shard, keys in sorted(keys_by_shard.items()):
+        ordered = sorted(keys)
+        digest = hashlib.sha256("\0".join(ordered + drained.receipt_handles).encode()).hexdigest()
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key("events", shard, digest[:16]),
+                partition_key=shard,
+                run_config={"ops": {"raw_documents": {"config": {"keys": ordered}}}},
+                tags={"lorechat/trigger": "events"},
+            )
+        )
+    if drained.malformed and log:
+        log.warning(f"{drained.malformed} queue messages were not S3 notifications (dropped)")
+    # Deleted once the runs are built. A lost message is repaired by the nightly reconciliation.
+    delete_messages(client, event_queue.queue_url, drained.receipt_handles)
+    return requests
+
+
+def build_source_event_sensor(settings: LorechatSettings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="source_event_sensor",
+        job=ingest_job,
+        minimum_interval_seconds=min(settings.sensor_interval_seconds, 30),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Drains the SQS queue of the source bucket's S3 event notifications and runs the "
+            "shards of the keys that changed, looking up only those keys (no bucket listing)."
+        ),
+    )
+    def source_event_sensor(
+        context: dg.SensorEvaluationContext,
+        source: ObjectStoreResource,
+        event_queue: EventQueueResource,
+    ) -> dg.SensorResult:
+        return dg.SensorResult(run_requests=source_event_requests(source, event_queue, context.log))
+
+    return source_event_sensor
+
+
+def promotion_request(
+    processed_store: ObjectStoreResource,
+    ingestion_config: IngestionConfig,
+    embedder: EmbedderResource,
+    vector_store: VectorStoreResource,
+) -> dg.RunRequest | dg.SkipReason:
+    """A promote run once a version other than the current one is complete."""
+    alias = vector_store.aliases().read()
+    if alias is None:
+        return dg.SkipReason("no current index version yet (the first one promotes itself)")
+    model_id = embedder.model_id()
+    chunker = ingestion_config.chunking_options().fingerprint()
+    candidate: LanceVectorIndex | None = None
+    for table in vector_store.versions():
+        if table == alias.table:
+            continue
+        version = vector_store.open_version(table)
+        if (version.manifest.embedding_model, version.manifest.chunker_version) == (
+            model_id,
+            chunker,
+        ):
+            candidate = version
+    if candidate is None:
+        return dg.SkipReason(f"the configured version is current ({alias.table})")
+    processed = processed_store.open()
+    layout = ProcessedLayout.for_manifest(candidate.manifest)
+
+    def load_shard(shard: str) -> ShardState:
+        return ShardState(
+            load_catalog(processed, shard),
+            load_ledger(processed, layout.chunk_ledger(shard)),
+            load_ledger(processed, layout.embedding_ledger(shard)),
+        )
+
+    parity = check_candidate_parity(candidate, shard_names(SHARD_COUNT), load_shard)
+    if not parity.passed:
+        return dg.SkipReason(f"{candidate.name} is not complete yet: {parity.describe()}")
+    return dg.RunRequest(run_key=f"promote:{candidate.name}:{candidate.table.version}")
+
+
+def build_promotion_sensor(settings: LorechatSettings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="index_promotion_sensor",
+        job=promote_job,
+        minimum_interval_seconds=max(settings.sensor_interval_seconds, 60),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Starts a promotion once the index version of the current configuration is complete "
+            "(every shard caught up); the promotion's checks decide whether the alias switches."
+        ),
+    )
+    def index_promotion_sensor(
+        processed_store: ObjectStoreResource,
+        ingestion_config: IngestionConfig,
+        embedder: EmbedderResource,
+        vector_store: VectorStoreResource,
+    ) -> dg.RunRequest | dg.SkipReason:
+        return promotion_request(processed_store, ingestion_config, embedder, vector_store)
+
+    return index_promotion_sensor
