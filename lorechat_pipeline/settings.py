@@ -57,6 +57,8 @@ class LorechatSettings(BaseSettings):
     sensor_interval_seconds: int = Field(default=30, ge=1)
     # S3 event notifications delivered to this SQS queue switch the sensor to event mode.
     sqs_queue_url: str | None = None
+    # Endpoint of an SQS-compatible service (LocalStack, moto); empty: LORECHAT_S3_ENDPOINT_URL.
+    sqs_endpoint_url: str | None = None
     reconcile_cron: str = "0 3 * * *"
     reconcile_timezone: str = "UTC"
     # A run that would delete more than this share of a collection stops unless confirmed...

@@ -8,6 +8,7 @@ from dagster_aws.s3 import S3Resource
 
 from lorechat_pipeline.core.storage import is_s3_uri, split_s3_uri
 from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
+from lorechat_pipeline.resources.event_queue import EventQueueResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
 from lorechat_pipeline.resources.object_store import (
     LocalFolderStore,
@@ -57,7 +58,7 @@ def promotion_config(settings: LorechatSettings) -> PromotionConfig:
 
 
 def build_resources(settings: LorechatSettings) -> dict[str, Any]:
-    return {
+    resources: dict[str, Any] = {
         "source": object_store(settings.source_uri, settings),
         "processed_store": object_store(settings.processed_uri, settings),
         "ingestion_config": IngestionConfig(
@@ -88,3 +89,13 @@ def build_resources(settings: LorechatSettings) -> dict[str, Any]:
             aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
         ),
     }
+    if settings.sqs_queue_url:
+        resources["event_queue"] = EventQueueResource(
+            queue_url=settings.sqs_queue_url,
+            endpoint_url=settings.sqs_endpoint_url or settings.s3_endpoint_url,
+            region_name=settings.aws_region,
+            aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=_secret("AWS_SESSION_TOKEN"),
+        )
+    return resources
