@@ -82,6 +82,11 @@ class LorechatSettings(BaseSettings):
             raise ValueError(
                 "LORECHAT_CHUNK_NEW_AFTER_CHARACTERS must not exceed LORECHAT_CHUNK_MAX_CHARACTERS"
             )
+        if self.chunk_combine_under_characters > self.chunk_max_characters:
+            raise ValueError(
+                "LORECHAT_CHUNK_COMBINE_UNDER_CHARACTERS must not exceed "
+                "LORECHAT_CHUNK_MAX_CHARACTERS"
+            )
         if self.chunk_overlap >= self.chunk_max_characters:
             raise ValueError(
                 "LORECHAT_CHUNK_OVERLAP must be smaller than LORECHAT_CHUNK_MAX_CHARACTERS"

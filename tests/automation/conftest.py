@@ -46,3 +46,7 @@ def notifying_bucket(s3_client: Any, sqs_client: Any, queue_url: str) -> str:
         },
     )
     return bucket
+
+
+# The pipeline fixtures are shared with the pipeline tests.
+from tests.pipeline.conftest import corpus, make_pipeline  # noqa: E402, F401

@@ -1,5 +1,5 @@
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,21 @@ PipelineFactory = Callable[..., Pipeline]
 
 
 @pytest.fixture
-def make_pipeline(tmp_path: Path, embedder: Any) -> PipelineFactory:
+def make_pipeline(tmp_path: Path, embedder: Any) -> Iterator[PipelineFactory]:
     """A pipeline on the local default under its own LORECHAT_HOME."""
+    made: list[Pipeline] = []
 
     def factory(source: str | Path, home: Path | None = None, **overrides: Any) -> Pipeline:
         settings = load_settings(
             **{"home": home or tmp_path / "home", "parse_workers": 1, **overrides},
             source=str(source),
         )
-        return Pipeline.from_settings(settings)
+        made.append(Pipeline.from_settings(settings))
+        return made[-1]
 
-    return factory
+    yield factory
+    for pipeline in made:
+        pipeline.close()
 
 
 def write(folder: Path, relative: str, content: str | bytes) -> Path:

@@ -1,5 +1,7 @@
 """Schedules: nightly reconciliation of the whole source, and index version clean-up."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
@@ -34,7 +36,9 @@ def build_reconciliation_schedule(settings: LorechatSettings) -> dg.ScheduleDefi
         ),
     )
     def reconciliation_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        return reconciliation_requests(context.scheduled_execution_time.isoformat())
+        # Manual evaluations (the UI's "test schedule") have no scheduled time.
+        moment = context.scheduled_execution_time or datetime.now(UTC)
+        return reconciliation_requests(moment.isoformat())
 
     return reconciliation_schedule
 
