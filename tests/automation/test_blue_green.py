@@ -10,6 +10,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names, shard_of
 from lorechat_pipeline.core.manifest import ManifestMismatch
+from lorechat_pipeline.defs.automation.sensors import build_promotion_sensor
 from lorechat_pipeline.runner import Pipeline
 from tests.pipeline.conftest import PipelineFactory, write
 
@@ -209,3 +210,49 @@ def test_config_change_marks_exactly_the_stale_assets(
         "chunk_embeddings": "STALE",
         "vector_index": "STALE",
     }
+
+
+def test_promotion_sensor_waits_for_a_complete_candidate(
+    tmp_path: Path, make_pipeline: PipelineFactory
+) -> None:
+    source, home = tmp_path / "source", tmp_path / "home"
+    handbook(source)
+    blue = make_pipeline(source, home=home)
+    blue.ingest()
+    green = make_pipeline(source, home=home, **SMALL_CHUNKS)
+
+    def tick() -> dg.RunRequest | dg.SkipReason:
+        sensor = build_promotion_sensor(green.settings)
+        names = ("processed_store", "ingestion_config", "embedder", "vector_store")
+        resources = {name: green.definitions.resources[name] for name in names}
+        with dg.build_sensor_context(resources=resources) as context:
+            result = sensor(context)
+        assert isinstance(result, dg.RunRequest | dg.SkipReason)
+        return result
+
+    assert isinstance(tick(), dg.SkipReason)  # no green version yet
+    shard = shard_of("handbook/tea.md", SHARD_COUNT)
+    green.definitions.resolve_job_def("ingest_job").execute_in_process(
+        partition_key=shard, instance=green.instance()
+    )
+    partial = tick()
+    assert isinstance(partial, dg.SkipReason)
+    assert "not complete" in (partial.skip_message or "")
+
+    green.ingest(promote=False)
+    ready = tick()
+    assert isinstance(ready, dg.RunRequest)
+    green_table = green.open_index().name
+    assert ready.run_key is not None
+    assert ready.run_key.startswith(f"promote:{green_table}:")
+    again = tick()
+    assert isinstance(again, dg.RunRequest)
+    assert again.run_key == ready.run_key  # a duplicate tick asks for the same run
+
+    result = green.definitions.resolve_job_def("promote_job").execute_in_process(
+        instance=green.instance()
+    )
+    assert result.success
+    done = tick()
+    assert isinstance(done, dg.SkipReason)
+    assert green_table in (done.skip_message or "")
