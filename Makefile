@@ -5,7 +5,7 @@ export LORECHAT_HOME ?= $(CURDIR)/.lorechat
 export HF_HUB_OFFLINE := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo ingest dev test test-slow lint typecheck bench
+.PHONY: setup demo ingest dev test test-slow lint typecheck bench bench-freshness
 
 setup:
 	@bash scripts/setup.sh
@@ -17,9 +17,9 @@ demo: setup
 	$(VENV)/lorechat search "How are deleted documents handled?" -k 3
 	$(VENV)/lorechat status
 
-## The Dagster UI on http://127.0.0.1:3000 with the local default.
+## The Dagster UI and daemon on http://127.0.0.1:3000 with the local default (sensors running).
 dev: setup
-	mkdir -p $(LORECHAT_HOME)/dagster && DAGSTER_HOME=$(LORECHAT_HOME)/dagster $(VENV)/dagster dev -m lorechat_pipeline.definitions
+	$(VENV)/lorechat dev
 
 lint: setup
 	$(VENV)/ruff check .
@@ -37,3 +37,6 @@ test-slow: setup
 
 bench: setup
 	$(VENV)/python bench/ingest.py $(or $(DOCS),examples/documents)
+
+bench-freshness: setup
+	$(VENV)/python bench/freshness.py
