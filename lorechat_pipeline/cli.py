@@ -241,5 +241,23 @@ def dev(
     os.execve(command[0], command, env)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (non-loopback needs API keys).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve search and chat over the current index version (FastAPI; docs at /docs)."""
+    from serving.server import serve as run_server
+    from serving.settings import UnsafeBinding
+
+    try:
+        run_server(host, port)
+    except UnsafeBinding as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()

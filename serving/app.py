@@ -1,0 +1,500 @@
+"""The FastAPI app: search and chat with citations over the current index version.
+
+Imports neither dagster nor unstructured: the container needs only the index, the query embedder
+and this package.
+"""
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import boto3
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lorechat_pipeline.core.embedding import Embedder, SentenceTransformerEmbedder
+from lorechat_pipeline.core.vector_index import sql_string
+from serving.auth import Forbidden, KeyRing, RateLimited, RateLimiter, Unauthorized
+from serving.chat import (
+    BedrockGenerator,
+    ExtractiveGenerator,
+    GenerationFailed,
+    Generator,
+    OpenAICompatibleGenerator,
+)
+from serving.index import IndexReader, IndexUnavailable
+from serving.models import (
+    ChatRequest,
+    ChatResponse,
+    Citation,
+    DocumentChunks,
+    ErrorResponse,
+    IndexInfo,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    UploadRequest,
+    UploadResponse,
+)
+from serving.observability import Metrics, request_id_var
+from serving.search import RESULT_COLUMNS, Hit, InvalidFilter, SearchMode, filter_sql, search
+from serving.settings import ApiKey, GeneratorKind, ServingSettings
+from serving.uploads import UploadRefused, presigned_upload
+
+logger = logging.getLogger("lorechat.serving")
+STATIC = Path(__file__).parent / "static"
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Services:
+    settings: ServingSettings
+    embedder: Embedder
+    reader: IndexReader
+    keys: KeyRing
+    limiter: RateLimiter
+    generator: Generator
+    metrics: Metrics
+    ready: bool = False
+    _s3: Any = None
+
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=self.settings.s3_endpoint_url,
+                region_name=self.settings.aws_region,
+            )
+        return self._s3
+
+
+def build_generator(settings: ServingSettings) -> Generator:
+    if settings.generator is GeneratorKind.OPENAI:
+        if not settings.openai_base_url:
+            raise ValueError("LORECHAT_GENERATOR=openai needs LORECHAT_OPENAI_BASE_URL")
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAICompatibleGenerator(
+            settings.openai_base_url,
+            settings.openai_model,
+            key,
+            settings.generation_max_tokens,
+            settings.generation_timeout_seconds,
+        )
+    if settings.generator is GeneratorKind.BEDROCK:
+        client = boto3.client("bedrock-runtime", region_name=settings.aws_region)
+        return BedrockGenerator(settings.bedrock_model_id, client, settings.generation_max_tokens)
+    return ExtractiveGenerator()
+
+
+class BodyLimit:
+    """Refuses bodies over the limit, declared or streamed, before the app reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise RequestTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except RequestTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "request_too_large",
+                    "message": f"request body over {self.max_bytes} bytes",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def caller(request: Request) -> ApiKey:
+    found = services(request)
+    header = request.headers.get("authorization", "")
+    presented = header[7:].strip() if header.lower().startswith("bearer ") else None
+    presented = presented or request.headers.get("x-api-key")
+    key = found.keys.identify(presented)
+    client = request.client.host if request.client else "unknown"
+    found.limiter.take(key.name if not found.keys.open else client, key.requests_per_minute)
+    return key
+
+
+Caller = Annotated[ApiKey, Depends(caller)]
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "request_id": request_id_var.get()}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(
+    settings: ServingSettings | None = None, embedder: Embedder | None = None
+) -> FastAPI:
+    settings = settings or ServingSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = embedder or SentenceTransformerEmbedder(
+            settings.embedding_model_path, max_tokens=settings.embedding_max_tokens
+        )
+        model.embed_query("warm up")
+        reader = IndexReader(settings, model)
+        # Refuses to start on a missing index or one built with another embedding model.
+        served = reader.open_initial()
+        services = Services(
+            settings=settings,
+            embedder=model,
+            reader=reader,
+            keys=KeyRing(settings.all_api_keys()),
+            limiter=RateLimiter(settings.rate_limit_per_minute),
+            generator=build_generator(settings),
+            metrics=Metrics(),
+            ready=True,
+        )
+        services.metrics.index_rows.set(served.index.count())
+        app.state.services = services
+        logger.info("serving index version %s from %s", served.table, reader.uri)
+        yield
+        services.generator.close()
+
+    app = FastAPI(
+        title="LoreChat",
+        version="1",
+        description="Search and chat with citations over a LoreChat vector index.",
+        lifespan=lifespan,
+        responses={
+            400: {"model": ErrorResponse},
+            401: {"model": ErrorResponse},
+            403: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+        },
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+        )
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id[:64])
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            logger.exception("unhandled error")
+            response = error_response(500, "internal", "internal error; see the server log")
+        duration = time.perf_counter() - started
+        route = request.scope.get("route")
+        route_path = getattr(route, "path", "unmatched")
+        services: Services | None = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.metrics.requests.labels(
+                route_path, request.method, str(response.status_code)
+            ).inc()
+            services.metrics.latency.labels(route_path, request.method).observe(duration)
+        logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 2),
+                "client": request.client.host if request.client else None,
+            },
+        )
+        response.headers["X-Request-ID"] = request_id_var.get() or ""
+        request_id_var.reset(token)
+        return response
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return error_response(
+            error.status_code, "http_error", str(error.detail), getattr(error, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {item.get('msg')}")
+        return error_response(422, "invalid_request", "; ".join(problems)[:2000])
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, error: Unauthorized) -> JSONResponse:
+        return error_response(401, "unauthorized", str(error), {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, error: Forbidden) -> JSONResponse:
+        return error_response(403, "forbidden", str(error))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, error: RateLimited) -> JSONResponse:
+        request.app.state.services.metrics.rate_limited.inc()
+        return error_response(
+            429, "rate_limited", str(error), {"Retry-After": str(int(error.retry_after))}
+        )
+
+    @app.exception_handler(InvalidFilter)
+    async def bad_filter(_: Request, error: InvalidFilter) -> JSONResponse:
+        return error_response(400, "invalid_filter", str(error))
+
+    @app.exception_handler(UploadRefused)
+    async def bad_upload(_: Request, error: UploadRefused) -> JSONResponse:
+        return error_response(400, "upload_refused", str(error))
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, error: NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(error))
+
+    @app.exception_handler(IndexUnavailable)
+    async def index_unavailable(_: Request, error: IndexUnavailable) -> JSONResponse:
+        return error_response(503, "index_unavailable", str(error), {"Retry-After": "5"})
+
+    @app.exception_handler(GenerationFailed)
+    async def generation_failed(_: Request, error: GenerationFailed) -> JSONResponse:
+        return error_response(502, "generator_failed", str(error))
+
+    def scope_collections(key: ApiKey, collection: str | None) -> list[str] | None:
+        """The collections a request may read (None: all)."""
+        if collection is not None:
+            if not key.allows(collection):
+                raise Forbidden(f"this API key may not read collection {collection!r}")
+            return [collection]
+        return None if "*" in key.collections else list(key.collections)
+
+    def check_query(settings: ServingSettings, query: str, k: int) -> None:
+        if len(query) > settings.max_query_characters:
+            raise InvalidFilter(
+                f"query is {len(query)} characters; the limit is {settings.max_query_characters}"
+            )
+        if not query.strip():
+            raise InvalidFilter("query is blank")
+        if k > settings.max_k:
+            raise InvalidFilter(f"k is {k}; the limit is {settings.max_k}")
+
+    def to_hit(hit: Hit) -> SearchHit:
+        row = hit.row
+        metadata = json.loads(row["user_metadata"]) if row.get("user_metadata") else None
+        return SearchHit(
+            chunk_id=hit.chunk_id,
+            score=round(hit.score, 6),
+            text=row["text"],
+            collection=row["collection"],
+            citation=Citation(
+                source=row["document"],
+                version=row.get("source_version"),
+                page=row.get("page_number"),
+                section=row.get("section"),
+                title=row.get("title"),
+            ),
+            metadata=metadata,
+        )
+
+    def retrieve(
+        found: Services,
+        query: str,
+        k: int,
+        mode: SearchMode,
+        filters: dict[str, Any] | None,
+        collections: list[str] | None,
+    ) -> tuple[list[SearchHit], str]:
+        where = filter_sql(filters, collections)
+        served = found.reader.current()
+        vector = found.embedder.embed_query(query) if mode is not SearchMode.KEYWORD else None
+        hits = search(served.index, mode, query, vector, k, where)
+        return [to_hit(hit) for hit in hits], served.table
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: index opened, manifest checked, model loaded",
+    )
+    def readyz(request: Request) -> JSONResponse:
+        found = services(request)
+        try:
+            served = found.reader.current()
+        except IndexUnavailable as error:
+            return JSONResponse({"status": "unavailable", "reason": str(error)}, status_code=503)
+        if found.reader.problem:
+            return JSONResponse(
+                {"status": "stale", "index_version": served.table, "reason": found.reader.problem},
+                status_code=503,
+            )
+        return JSONResponse(
+            {"status": "ready", "index_version": served.table, "model": found.embedder.model_id}
+        )
+
+    @app.post("/v1/search", tags=["search"], response_model=SearchResponse)
+    def search_endpoint(body: SearchRequest, key: Caller, request: Request) -> SearchResponse:
+        found = services(request)
+        check_query(found.settings, body.query, body.k)
+        collections = scope_collections(key, body.collection)
+        hits, table = retrieve(found, body.query, body.k, body.mode, body.filter, collections)
+        return SearchResponse(hits=hits, mode=body.mode, index_version=table)
+
+    @app.post(
+        "/v1/chat",
+        tags=["chat"],
+        response_model=ChatResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 502: {"model": ErrorResponse}},
+    )
+    def chat_endpoint(body: ChatRequest, key: Caller, request: Request) -> Any:
+        found = services(request)
+        question = next((m.content for m in reversed(body.messages) if m.role == "user"), None)
+        if question is None:
+            raise InvalidFilter("messages must contain a user message")
+        check_query(found.settings, question, body.k)
+        collections = scope_collections(key, body.collection)
+        hits, table = retrieve(found, question, body.k, SearchMode.HYBRID, None, collections)
+        generator = found.generator
+        if not body.stream:
+            answer = generator.complete(body.messages, hits)
+            return ChatResponse(
+                answer=answer,
+                kind=generator.kind,
+                model=generator.model,
+                citations=hits,
+                index_version=table,
+            )
+
+        def events() -> Iterator[str]:
+            citations = [hit.model_dump() for hit in hits]
+            yield sse("citations", {"citations": citations, "index_version": table})
+            try:
+                for piece in generator.stream(body.messages, hits):
+                    yield sse("token", {"text": piece})
+            except GenerationFailed as error:
+                yield sse("error", {"message": str(error)})
+                return
+            yield sse("done", {"kind": generator.kind, "model": generator.model})
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
+
+    @app.post("/v1/uploads", tags=["uploads"], response_model=UploadResponse)
+    def upload_endpoint(body: UploadRequest, key: Caller, request: Request) -> UploadResponse:
+        if not key.allows(body.collection):
+            raise Forbidden(f"this API key may not upload into collection {body.collection!r}")
+        found = services(request)
+        return presigned_upload(found.s3(), found.settings, body)
+
+    @app.get(
+        "/v1/documents/{document:path}/chunks", tags=["inspection"], response_model=DocumentChunks
+    )
+    def document_chunks(document: str, key: Caller, request: Request) -> DocumentChunks:
+        found = services(request)
+        served = found.reader.current()
+        where = f"document = {sql_string(document)}"
+        rows = served.index.rows(where, [*RESULT_COLUMNS, "ordinal"]).to_pylist()
+        rows = [row for row in rows if key.allows(row["collection"])]
+        if not rows:
+            raise NotFound(f"no chunks of {document!r} in the index")
+        rows.sort(key=lambda row: row["ordinal"])
+        return DocumentChunks(
+            document=document, chunks=[to_hit(Hit(r["chunk_id"], 1.0, r)) for r in rows]
+        )
+
+    @app.get("/v1/index", tags=["inspection"], response_model=IndexInfo)
+    def index_info(key: Caller, request: Request) -> IndexInfo:
+        found = services(request)
+        served = found.reader.current()
+        alias = found.reader.aliases.read()
+        documents = served.index.rows(None, ["document_id"]).column("document_id").unique()
+        chunks = served.index.count()
+        found.metrics.index_rows.set(chunks)
+        return IndexInfo(
+            index_version=served.table,
+            uri=found.reader.uri,
+            manifest=json.loads(served.index.manifest.to_json()),
+            chunks=chunks,
+            documents=len(documents),
+            promoted_at=alias.promoted_at if alias else None,
+            problem=found.reader.problem,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        return Response(
+            generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    @app.get("/", include_in_schema=False)
+    def chat_page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    return app
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"

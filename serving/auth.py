@@ -1,0 +1,76 @@
+"""API keys (kept as SHA-256 digests, compared in constant time) and per-key rate limits."""
+
+import hmac
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from serving.settings import ApiKey, hash_api_key
+
+OPEN_ACCESS = ApiKey(name="anonymous", sha256="0" * 64, collections=["*"])
+
+
+class Unauthorized(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    pass
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class KeyRing:
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self.keys = keys
+
+    @property
+    def open(self) -> bool:
+        """No keys configured: loopback-only access without credentials."""
+        return not self.keys
+
+    def identify(self, presented: str | None) -> ApiKey:
+        if self.open:
+            return OPEN_ACCESS
+        if not presented:
+            raise Unauthorized("an API key is required (Authorization: Bearer <key>)")
+        digest = hash_api_key(presented)
+        match = None
+        for key in self.keys:  # every key compared, so timing does not reveal which one matched
+            if hmac.compare_digest(digest, key.sha256):
+                match = key
+        if match is None:
+            raise Unauthorized("unknown API key")
+        return match
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per caller: `per_minute` requests a minute, bursts up to the same."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._buckets: dict[str, Bucket] = {}
+        self._lock = threading.Lock()
+
+    def take(self, caller: str, per_minute: int | None = None) -> None:
+        capacity = float(per_minute or self.per_minute)
+        rate = capacity / 60.0
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.setdefault(caller, Bucket(capacity, now))
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens < 1.0:
+                raise RateLimited(retry_after=math.ceil((1.0 - bucket.tokens) / rate))
+            bucket.tokens -= 1.0

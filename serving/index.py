@@ -1,0 +1,136 @@
+"""The index as the serving container sees it: whatever version the alias names, opened through
+its manifest, and refused when the query embedder is not the one that built it."""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import boto3
+
+from lorechat_pipeline.core.aliases import AliasStore
+from lorechat_pipeline.core.embedding import Embedder
+from lorechat_pipeline.core.manifest import ManifestMismatch
+from lorechat_pipeline.core.storage import (
+    LocalObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    is_s3_uri,
+    split_s3_uri,
+)
+from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
+from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+
+class IndexUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    index: LanceVectorIndex
+    table: str
+    opened_at: float
+
+
+def _storage_options(settings: ServingSettings) -> dict[str, str]:
+    if not is_s3_uri(settings.index_location):
+        return {}
+    options = {"region": settings.aws_region}
+    if settings.s3_endpoint_url:
+        options["endpoint"] = settings.s3_endpoint_url
+        if settings.s3_endpoint_url.startswith("http://"):
+            options["allow_http"] = "true"
+    return options
+
+
+def _location(settings: ServingSettings) -> ObjectStore:
+    uri = settings.index_location
+    if not is_s3_uri(uri):
+        return LocalObjectStore(uri)
+    bucket, prefix = split_s3_uri(uri)
+    client = boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region
+    )
+    return S3ObjectStore(client, bucket, prefix)
+
+
+class IndexReader:
+    """Follows the alias: a promotion is served within `alias_check_seconds`, with no restart.
+
+    A promoted version built with another embedding model cannot be queried with this
+    container's embedder; the reader keeps serving the version it has and reports itself not
+    ready, so a deployment replaces it with a container configured for the new model.
+    """
+
+    def __init__(self, settings: ServingSettings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.uri = settings.index_location
+        self.aliases = AliasStore(_location(settings))
+        self._lock = threading.Lock()
+        self._served: ServedVersion | None = None
+        self._checked_at = 0.0
+        self.problem: str | None = None  # why the alias target is not served, if it is not
+
+    @property
+    def expected_model(self) -> str:
+        return self.embedder.model_id
+
+    def _open(self, table: str) -> LanceVectorIndex:
+        index = LanceVectorIndex.open(
+            self.uri, table, storage_options=_storage_options(self.settings)
+        )
+        stored = index.manifest
+        if (stored.embedding_model, stored.embedding_dimension) != (
+            self.embedder.model_id,
+            self.embedder.dimension,
+        ):
+            raise ManifestMismatch(
+                f"index version {table} holds vectors of {stored.embedding_model} "
+                f"({stored.embedding_dimension}-d); this server embeds queries with "
+                f"{self.embedder.model_id} ({self.embedder.dimension}-d). Configure "
+                "LORECHAT_EMBEDDING_MODEL_PATH / LORECHAT_EMBEDDING_MAX_TOKENS to match."
+            )
+        return index
+
+    def open_initial(self) -> ServedVersion:
+        """At start-up: the alias target, which must match the embedder (else refuse to start)."""
+        table = self.aliases.current_table()
+        if table is None:
+            raise IndexNotFound(f"no index version is current at {self.uri}: ingest first")
+        served = ServedVersion(self._open(table), table, time.monotonic())
+        with self._lock:
+            self._served, self._checked_at, self.problem = served, time.monotonic(), None
+        return served
+
+    def current(self) -> ServedVersion:
+        with self._lock:
+            served, due = self._served, self._checked_at + self.settings.alias_check_seconds
+            if served is not None and time.monotonic() < due:
+                return served
+            self._checked_at = time.monotonic()
+        try:
+            table = self.aliases.current_table()
+        except Exception as error:  # a flaky store must not stop search: keep the version we have
+            logger.warning("could not read the index alias: %s", error)
+            table = served.table if served else None
+        if served is not None and table == served.table:
+            served.index.refresh()  # rows written since (incremental updates) become visible
+            return served
+        if table is None:
+            raise IndexUnavailable(f"no index version is current at {self.uri}")
+        try:
+            fresh = ServedVersion(self._open(table), table, time.monotonic())
+        except (ManifestMismatch, IndexNotFound) as error:
+            self.problem = str(error)
+            logger.error("not switching to %s: %s", table, error)
+            if served is None:
+                raise IndexUnavailable(str(error)) from error
+            return served
+        with self._lock:
+            self._served, self.problem = fresh, None
+        logger.info("now serving index version %s", table)
+        return fresh

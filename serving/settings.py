@@ -1,0 +1,128 @@
+"""The serving container's configuration: `LORECHAT_*` variables (and `.env`), read here only.
+
+It shares the index location and embedder settings with the pipeline (same variable names), so a
+serving container and the code location pointed at the same environment agree on the index.
+"""
+
+import hashlib
+import ipaddress
+import json
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GeneratorKind(StrEnum):
+    NONE = "none"  # extractive answers: the best passages with their citations
+    OPENAI = "openai"  # any OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp)
+    BEDROCK = "bedrock"  # Amazon Bedrock's Converse API
+
+
+class ApiKey(BaseModel):
+    """One caller: the SHA-256 of its key (never the key), and the collections it may read."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    collections: list[str] = Field(default_factory=lambda: ["*"])
+    requests_per_minute: int | None = Field(default=None, ge=1)
+
+    def allows(self, collection: str) -> bool:
+        return "*" in self.collections or collection in self.collections
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LORECHAT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(default=Path(".lorechat"))
+    index_uri: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    embedding_model_path: str | None = None
+    embedding_max_tokens: int | None = Field(default=None, ge=4)
+    # How often the alias is re-read: a promotion is served within this many seconds.
+    alias_check_seconds: float = Field(default=5.0, ge=0.0)
+
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    # JSON list of {"name", "sha256", "collections", "requests_per_minute"}; or a file of the same.
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    rate_limit_per_minute: int = Field(default=120, ge=1)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_query_characters: int = Field(default=2000, ge=1)
+    max_k: int = Field(default=50, ge=1, le=1000)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    generator: GeneratorKind = GeneratorKind.NONE
+    openai_base_url: str | None = None  # e.g. http://127.0.0.1:8080/v1
+    openai_model: str = "default"
+    openai_api_key: SecretStr | None = None
+    bedrock_model_id: str = "amazon.nova-micro-v1:0"
+    generation_max_tokens: int = Field(default=512, ge=16)
+    generation_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Direct client uploads into the source bucket (presigned POST policies).
+    upload_bucket: str | None = None
+    upload_prefix: str = ""
+    upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    upload_expiry_seconds: int = Field(default=300, ge=30, le=3600)
+    upload_content_types: list[str] = Field(
+        default_factory=lambda: [
+            "application/pdf",
+            "text/html",
+            "text/markdown",
+            "text/plain",
+            "text/csv",
+            "message/rfc822",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ]
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @property
+    def index_location(self) -> str:
+        return self.index_uri or str(self.home.expanduser().resolve() / "index")
+
+    def all_api_keys(self) -> list[ApiKey]:
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            payload = json.loads(self.api_keys_file.read_text())
+            keys += [ApiKey.model_validate(item) for item in payload]
+        return keys
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class UnsafeBinding(RuntimeError):
+    pass
+
+
+def require_safe_binding(settings: ServingSettings, host: str) -> None:
+    """Without API keys the API is open: it may then listen on loopback only."""
+    if not settings.all_api_keys() and not is_loopback(host):
+        raise UnsafeBinding(
+            f"refusing to listen on {host} without API keys: anyone could read the index. "
+            "Configure LORECHAT_API_KEYS (or LORECHAT_API_KEYS_FILE; `lorechat keys create` "
+            "makes one), or listen on 127.0.0.1."
+        )
