@@ -4,7 +4,8 @@
 
 Prints, in one run: documents, chunks, seconds, chunks/s, the raw encode throughput of the same
 model on the same chunks (the ceiling), their ratio, the unchanged re-run time and its ratio to the
-full run, and peak RSS (this process and its parser workers).
+full run, peak RSS (this process and its parser workers) and the resident size after each shard
+(flat when memory is bounded by streaming rather than by corpus size).
 """
 
 import argparse
@@ -35,6 +36,13 @@ def peak_rss_mb() -> tuple[float, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return own, children
+
+
+def current_rss_mb() -> float:
+    # Resident now (not the peak): a series of these shows whether memory grows with the corpus.
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def prepare_source(folder: Path, limit: int | None, workdir: Path) -> Path:
@@ -68,8 +76,9 @@ def main() -> None:
     embedder = pipeline.embedder
     embedder.embed_documents(["warm up the model before timing"])
 
+    rss_after_shards: list[float] = []
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
-    full = pipeline.ingest()
+    full = pipeline.ingest(on_shard_done=lambda _: rss_after_shards.append(current_rss_mb()))
     full_seconds = time.perf_counter() - wall0
     full_cpu = cpu_seconds() - cpu0
     ingest_rss, _ = peak_rss_mb()
@@ -101,6 +110,7 @@ def main() -> None:
         "unchanged_rerun_ratio": round(rerun_seconds / full_seconds, 4),
         "unchanged_rerun_chunks_written": rerun.chunks_written,
         "peak_rss_mb_main_during_ingest": round(ingest_rss, 1),
+        "rss_mb_after_each_shard": [round(v) for v in rss_after_shards],
         "peak_rss_mb_main": round(own_rss, 1),
         "peak_rss_mb_parser_workers": round(child_rss, 1),
         "embedding_batch_size": pipeline.settings.embedding_batch_size,

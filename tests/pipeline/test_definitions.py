@@ -28,7 +28,8 @@ def test_code_location_loads_with_bounded_partitions() -> None:
     assert keys == set(ASSETS + PROMOTION_ASSETS)
     for name in PROMOTION_ASSETS:
         node = graph.get(dg.AssetKey(name))
-        assert node.partitions_def is None and node.group_name == "promotion"
+        assert node.partitions_def is None
+        assert node.group_name == "promotion"
     for name in ASSETS:
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def is not None
