@@ -99,7 +99,11 @@ def build_generator(settings: ServingSettings) -> Generator:
             settings.generation_timeout_seconds,
         )
     if settings.generator is GeneratorKind.BEDROCK:
-        client = boto3.client("bedrock-runtime", region_name=settings.aws_region)
+        client = boto3.client(
+            "bedrock-runtime",
+            region_name=settings.aws_region,
+            endpoint_url=settings.bedrock_endpoint_url,
+        )
         return BedrockGenerator(settings.bedrock_model_id, client, settings.generation_max_tokens)
     return ExtractiveGenerator()
 

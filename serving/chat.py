@@ -136,6 +136,14 @@ class BedrockGenerator(Generator):
             "inferenceConfig": {"maxTokens": self.max_tokens, "temperature": 0.2},
         }
 
+    def complete(self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]) -> str:
+        try:
+            response = self.client.converse(**self._request(messages, hits))
+        except Exception as error:  # botocore's errors carry the service's message
+            raise GenerationFailed(f"Bedrock: {error}") from error
+        blocks = response.get("output", {}).get("message", {}).get("content", [])
+        return "".join(block.get("text", "") for block in blocks)
+
     def stream(self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]) -> Iterator[str]:
         try:
             response = self.client.converse_stream(**self._request(messages, hits))

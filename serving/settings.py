@@ -66,6 +66,8 @@ class ServingSettings(BaseSettings):
     openai_model: str = "default"
     openai_api_key: SecretStr | None = None
     bedrock_model_id: str = "amazon.nova-micro-v1:0"
+    # A VPC interface endpoint or a test double; empty: the regional endpoint.
+    bedrock_endpoint_url: str | None = None
     generation_max_tokens: int = Field(default=512, ge=16)
     generation_timeout_seconds: float = Field(default=60.0, gt=0)
 
