@@ -15,7 +15,7 @@ from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
 from lorechat_pipeline.core.manifest import ManifestMismatch
 from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.vector_index import IndexNotFound
-from lorechat_pipeline.instance import prepare_instance
+from lorechat_pipeline.instance import open_instance, prepare_instance
 from lorechat_pipeline.runner import IngestFailed, Pipeline
 from lorechat_pipeline.settings import load_settings
 
@@ -223,6 +223,8 @@ def dev(
     and watch the sensor turn them into index rows."""
     settings = load_settings()
     home = prepare_instance(settings)
+    # Pool limits live in the instance's storage; set them before the daemon's first dequeue.
+    open_instance(settings).dispose()
     source = settings.source_uri
     if not source.startswith("s3://"):
         os.makedirs(source, exist_ok=True)

@@ -34,6 +34,12 @@ def instance_config(settings: LorechatSettings) -> dict[str, object]:
             # Enforced by the run queue when a run starts, so a killed run never holds a slot.
             "pools": {"granularity": "run", "default_limit": 1},
         },
+        # Queued runs start within a second of a slot freeing (the default checks every 5 s).
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": 1},
+        },
         # A crashed run worker is retried; a failed step already had its own retries.
         "run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False},
         "run_monitoring": {"enabled": True},

@@ -32,6 +32,9 @@ class Embedder(ABC):
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
 
+    def warm_up_in_background(self) -> None:  # noqa: B027 - optional hook
+        """Start loading the model without waiting for it (no-op for remote embedders)."""
+
     @property
     def fingerprint(self) -> str:
         return embedder_fingerprint(self.model_id, self.dimension, self.metric, self.normalized)
@@ -111,6 +114,9 @@ class SentenceTransformerEmbedder(Embedder):
         """The embedder that made an index's vectors, from the model id its manifest records."""
         model_path, max_tokens = parse_model_id(model_id)
         return cls(model_path, batch_size=batch_size, max_tokens=max_tokens)
+
+    def warm_up_in_background(self) -> None:
+        threading.Thread(target=lambda: self.model, name="embedder-warm-up", daemon=True).start()
 
     @cached_property
     def model(self) -> Any:

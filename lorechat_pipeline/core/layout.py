@@ -14,7 +14,14 @@ from lorechat_pipeline.core.manifest import IndexManifest
 @dataclass(frozen=True)
 class ProcessedLayout:
     chunker_version: str
-    embedder_version: str
+    # None for the chunk stage, which must not need the embedding model (loading it is slow).
+    embedder_version: str | None = None
+
+    @property
+    def _embedder(self) -> str:
+        if self.embedder_version is None:
+            raise ValueError("this layout has no embedder: embedding paths need one")
+        return self.embedder_version
 
     @classmethod
     def for_manifest(cls, manifest: IndexManifest) -> "ProcessedLayout":
@@ -33,7 +40,7 @@ class ProcessedLayout:
         return f"ledgers/chunks/{self.chunker_version}/{shard}.parquet"
 
     def embedding_ledger(self, shard: str) -> str:
-        return f"ledgers/embeddings/{self.embedder_version}/{self.chunker_version}/{shard}.parquet"
+        return f"ledgers/embeddings/{self._embedder}/{self.chunker_version}/{shard}.parquet"
 
     def chunks_prefix(self, shard: str, document_id: str) -> str:
         return f"chunks/{self.chunker_version}/{shard}/{document_id}/"
@@ -42,7 +49,7 @@ class ProcessedLayout:
         return f"{self.chunks_prefix(shard, document_id)}{content_fp}.parquet"
 
     def embeddings_prefix(self, shard: str, document_id: str) -> str:
-        return f"embeddings/{self.embedder_version}/{self.chunker_version}/{shard}/{document_id}/"
+        return f"embeddings/{self._embedder}/{self.chunker_version}/{shard}/{document_id}/"
 
     def embeddings(self, shard: str, document_id: str, content_fp: str) -> str:
         return f"{self.embeddings_prefix(shard, document_id)}{content_fp}.parquet"

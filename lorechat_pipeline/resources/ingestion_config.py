@@ -47,13 +47,16 @@ class IngestionConfig(dg.ConfigurableResource):
         )
 
     @contextlib.contextmanager
-    def open_parser(self) -> Iterator[ParserPool]:
+    def open_parser(self, documents: int | None = None) -> Iterator[ParserPool]:
         """The process's parser pool for this configuration, started on first use.
 
         Warming a worker (unstructured and spaCy imports) takes seconds, so when one process runs
         many partitions (the CLI, in-process runs) they share warm workers; the pool is shut down
         when the process exits.
         """
+        # No more workers than documents: warming a worker costs seconds of CPU, which a sensor
+        # run of one new document would otherwise spend twice. The pool grows when needed.
+        wanted = min(self.parse_workers, documents) if documents else self.parse_workers
         key = (
             self.chunking_options(),
             self.parse_workers,
@@ -65,11 +68,12 @@ class IngestionConfig(dg.ConfigurableResource):
             if pool is None:
                 pool = ParserPool(
                     self.chunking_options(),
-                    workers=self.parse_workers,
+                    workers=wanted,
                     timeout_seconds=self.parse_timeout_seconds,
                     memory_limit_mb=self.parse_memory_limit_mb,
                 ).__enter__()
                 _shared_pools[key] = pool
+            pool.workers = max(pool.workers, wanted)
         yield pool
 
     def manifest(self, embedder: Embedder) -> IndexManifest:
@@ -82,6 +86,10 @@ class IngestionConfig(dg.ConfigurableResource):
             chunker_version=options.fingerprint(),
             chunker_description=options.describe(),
         )
+
+    def chunk_layout(self) -> ProcessedLayout:
+        """Where chunks and their ledger live: known without loading the embedding model."""
+        return ProcessedLayout(chunker_version=self.chunking_options().fingerprint())
 
     def layout(self, embedder: Embedder) -> ProcessedLayout:
         return ProcessedLayout(

@@ -35,6 +35,9 @@ class CrashingEmbedderResource(EmbedderResource):
     def get_embedder(self) -> Embedder:
         return CrashingEmbedder(_real_embedder, self.batches_before_crash)
 
+    def model_id(self) -> str:
+        return str(_real_embedder.model_id)
+
 
 _real_embedder: Any = None
 

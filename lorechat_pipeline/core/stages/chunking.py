@@ -99,9 +99,12 @@ def chunk_shard(
     catalog: dict[str, CatalogEntry],
     layout: ProcessedLayout,
     max_document_bytes: int,
-    open_parser: Callable[[], AbstractContextManager[ParserPool]],
+    open_parser: Callable[[int], AbstractContextManager[ParserPool]],
     on_document: Callable[[str], None] | None = None,
+    on_parsing: Callable[[], None] | None = None,
 ) -> ChunkingReport:
+    """`open_parser(n)` opens a parser pool for `n` documents; `on_parsing` is called first
+    when there is anything to parse (to warm what later stages need while workers start)."""
     report = ChunkingReport(shard)
     ledger_key = layout.chunk_ledger(shard)
     ledger = load_ledger(processed, ledger_key)
@@ -157,7 +160,9 @@ def chunk_shard(
 
     last_checkpoint = time.monotonic()
     if todo:
-        with open_parser() as parser:
+        if on_parsing:
+            on_parsing()
+        with open_parser(len(todo)) as parser:
             for doc_id, outcome in parser.map(jobs()):
                 entry = by_id[doc_id]
                 if isinstance(outcome, DocumentRejected):

@@ -114,9 +114,12 @@ def document_chunks(
         processed,
         shard,
         catalog=load_catalog(processed, shard),
-        layout=ingestion_config.layout(embedder.get_embedder()),
+        layout=ingestion_config.chunk_layout(),
         max_document_bytes=ingestion_config.max_document_bytes,
         open_parser=ingestion_config.open_parser,
+        # The model loads in a thread while parser workers start: both take seconds, and a
+        # sensor run of one new document would otherwise wait for them one after the other.
+        on_parsing=lambda: embedder.get_embedder().warm_up_in_background(),
     )
     for entry in report.quarantined:
         context.log.warning(f"quarantined {entry.document}: {entry.reason}: {entry.detail}")
