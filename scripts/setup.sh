@@ -7,12 +7,21 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-# System packages: libmagic for content sniffing of documents with a misleading extension.
-if ! ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1'; then
+# System packages: libmagic for content sniffing of documents with a misleading extension; a
+# C++ toolchain and cmake to build llama.cpp (the local chat server of the serving tests);
+# chromium for the chat page test.
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || missing+=(libmagic1)
+command -v cmake >/dev/null || missing+=(cmake)
+command -v g++ >/dev/null || missing+=(g++)
+command -v make >/dev/null || missing+=(make)
+# Headless Chromium for the chat page test (Playwright drives this binary).
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  echo "installing system packages (libmagic1)…"
+  echo "installing system packages (${missing[*]})…"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libmagic1
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
 stamp=.venv/.lorechat-setup
@@ -23,6 +32,10 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
+export CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
+# A portable llama.cpp build: the native one uses AMX/AVX-512 instructions that a VM may report
+# but not allow (it dies with a general protection fault on the first token).
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF}"
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: pip then takes the CPU build; an unpinned torch pulls multi-GB CUDA.
 .venv/bin/python -m pip install -q "torch==2.13.0"
