@@ -1,0 +1,244 @@
+"""Search latency and throughput of the serving API over HTTP, against the in-process floor.
+
+    .venv/bin/python bench/serve.py [--rows 100000] [--clients 16] [--seconds 20]
+
+Builds an index of `--rows` chunks (real embeddings of a base set of passages, spread into
+near-duplicates with small noise so the vector distribution stays realistic, then the IVF_FLAT
+and full-text indexes the pipeline builds), starts `python -m serving` on loopback (a real uvicorn
+process), drives `/v1/search` with concurrent clients in dense and hybrid modes, and prints
+p50/p95/p99 latency and requests/s beside the in-process floor (embed + index search, no HTTP)
+measured in the same run.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import numpy as np
+import pyarrow as pa
+
+from lorechat_pipeline.core.aliases import AliasStore
+from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
+from lorechat_pipeline.core.manifest import IndexManifest
+from lorechat_pipeline.core.records import index_schema
+from lorechat_pipeline.core.storage import LocalObjectStore
+from lorechat_pipeline.core.vector_index import LanceVectorIndex
+
+TOPICS = [
+    "solar panels",
+    "green tea",
+    "bicycle repair",
+    "payroll",
+    "parking",
+    "passwords",
+    "printers",
+    "annual leave",
+    "office plants",
+    "boiler pressure",
+    "fire drills",
+    "expense claims",
+    "laptop setup",
+    "visitor badges",
+    "meeting rooms",
+    "travel booking",
+    "pension scheme",
+    "parental leave",
+    "data retention",
+    "incident response",
+]
+
+
+def base_passages(count: int) -> list[str]:
+    passages = []
+    for number in range(count):
+        topic = TOPICS[number % len(TOPICS)]
+        passages.append(
+            f"Section {number} on {topic}: the handbook explains how {topic} works in practice, "
+            f"who to contact about {topic}, and the steps to follow, variant {number // 20}."
+        )
+    return passages
+
+
+def build_index(root: Path, rows: int, embedder: SentenceTransformerEmbedder) -> str:
+    base = base_passages(2000)
+    vectors = embedder.embed_documents(base)
+    rng = np.random.default_rng(7)
+    picks = rng.integers(0, len(base), rows)
+    noisy = vectors[picks] + rng.normal(0, 0.02, (rows, vectors.shape[1])).astype(np.float32)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    manifest = IndexManifest(
+        embedder.model_id, embedder.dimension, "cosine", True, "bench", "synthetic passages"
+    )
+    uri = str(root / "index")
+    index = LanceVectorIndex.open_or_create(uri, manifest)
+    texts = [f"{base[p]} Copy {i}." for i, p in enumerate(picks)]
+    table = pa.table(
+        {
+            "chunk_id": [f"doc{i // 10:06d}#{i % 10:05d}-bench" for i in range(rows)],
+            "document_id": [f"doc{i // 10:06d}" for i in range(rows)],
+            "document": [
+                f"handbook/{TOPICS[p % len(TOPICS)]}/{i // 10}.md" for i, p in enumerate(picks)
+            ],
+            "collection": ["handbook"] * rows,
+            "shard": [f"shard-{i % 16:03d}" for i in range(rows)],
+            "source_version": ["v1"] * rows,
+            "content_hash": ["h"] * rows,
+            "content_fp": ["f"] * rows,
+            "content_type": ["text/markdown"] * rows,
+            "ordinal": [i % 10 for i in range(rows)],
+            "text": texts,
+            "title": [TOPICS[p % len(TOPICS)] for p in picks],
+            "page_number": [None] * rows,
+            "section": [None] * rows,
+            "element_types": [["NarrativeText"]] * rows,
+            "user_metadata": [None] * rows,
+            "chunker_version": ["bench"] * rows,
+            "embedding_model": [embedder.model_id] * rows,
+            "vector": list(noisy),
+        },
+        schema=index_schema(embedder.dimension),
+    )
+    index.table.add(table)
+    index.maintain(ann_index_min_rows=min(rows, 100_000))
+    AliasStore(LocalObjectStore(uri)).promote(index.name, reason="benchmark")
+    return uri
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 2)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
+
+
+def drive(
+    url: str, mode: str, clients: int, seconds: float, queries: list[str]
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client(number: int) -> None:
+        nonlocal errors
+        with httpx.Client(base_url=url, timeout=30) as session:
+            position = number
+            while time.perf_counter() < stop_at:
+                body = {"query": queries[position % len(queries)], "k": 10, "mode": mode}
+                started = time.perf_counter()
+                response = session.post("/v1/search", json=body)
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+                    else:
+                        errors += 1
+                position += clients
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_second": round(len(latencies) / seconds, 1),
+        **percentiles(latencies),
+    }
+
+
+def floor(uri: str, embedder: SentenceTransformerEmbedder, queries: list[str]) -> dict[str, float]:
+    from serving.search import SearchMode, search
+
+    index = LanceVectorIndex.open(uri, AliasStore(LocalObjectStore(uri)).current_table() or "")
+    result = {}
+    for mode in (SearchMode.DENSE, SearchMode.HYBRID):
+        samples = []
+        for query in queries:
+            started = time.perf_counter()
+            search(index, mode, query, embedder.embed_query(query), 10, None)
+            samples.append(time.perf_counter() - started)
+        result[mode.value] = percentiles(samples)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="lorechat-serve-bench-"))
+    embedder = SentenceTransformerEmbedder()
+    started = time.perf_counter()
+    uri = build_index(root, args.rows, embedder)
+    build_seconds = time.perf_counter() - started
+    queries = [f"who do I contact about {topic}?" for topic in TOPICS]
+    queries += [f"steps to follow for {topic} variant {n}" for topic in TOPICS for n in range(9)]
+
+    port = free_port()
+    env = {**os.environ, "LORECHAT_INDEX_URI": uri, "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.5)
+        drive(url, "dense", 2, 3, queries)  # warm caches
+        report = {
+            "rows": args.rows,
+            "index_build_seconds": round(build_seconds, 1),
+            "clients": args.clients,
+            "seconds_per_mode": args.seconds,
+            "http": {
+                mode: drive(url, mode, args.clients, args.seconds, queries)
+                for mode in ("dense", "hybrid")
+            },
+            "in_process_floor": floor(uri, embedder, queries),
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
