@@ -29,7 +29,8 @@ def test_ingest_search_status_json(corpus: Path, cli_env: dict[str, str]) -> Non
     write(corpus, "broken.pdf", b"%PDF-1.4 truncated")
     env = {**cli_env, "LORECHAT_SOURCE": str(corpus)}
     summary = invoke(env, "ingest", "--json")
-    assert set(summary) == {"documents", "chunks", "seconds"}
+    assert set(summary) == {"documents", "chunks", "seconds", "promotion"}
+    assert summary["promotion"] is None  # the first version is current at once: no promotion
     assert summary["documents"] == {
         "new": 4,
         "changed": 0,
