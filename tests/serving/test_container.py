@@ -14,8 +14,8 @@ from tests.conftest import REPO_ROOT
 
 SERVING = REPO_ROOT / "serving"
 # Imported only because they are installed here: lancedb's optional pandas support (and pytz
-# through it) and uvicorn's reloader; the app works without them.
-OPTIONAL_IMPORTS = {"pandas", "pytz", "watchfiles"}
+# through it), uvicorn's reloader and anyio's sniffio probe; the app works without them.
+OPTIONAL_IMPORTS = {"pandas", "pytz", "watchfiles", "sniffio"}
 PROBE = """
 import json, sys
 import serving.app, serving.server, serving.__main__
