@@ -7,10 +7,11 @@ and this package.
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +76,7 @@ class Services:
     metrics: Metrics
     ready: bool = False
     _s3: Any = None
+    embed_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def s3(self) -> Any:
         if self._s3 is None:
@@ -370,7 +372,12 @@ def create_app(
     ) -> tuple[list[SearchHit], str]:
         where = filter_sql(filters, collections)
         served = found.reader.current()
-        vector = found.embedder.embed_query(query) if mode is not SearchMode.KEYWORD else None
+        vector = None
+        if mode is not SearchMode.KEYWORD:
+            # One encode at a time: torch already uses every core for one query; concurrent
+            # encodes from the thread pool only oversubscribe them.
+            with found.embed_lock:
+                vector = found.embedder.embed_query(query)
         hits = search(served.index, mode, query, vector, k, where)
         return [to_hit(hit) for hit in hits], served.table
 
