@@ -74,7 +74,6 @@ class Services:
     limiter: RateLimiter
     generator: Generator
     metrics: Metrics
-    ready: bool = False
     _s3: Any = None
     embed_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -192,6 +191,7 @@ def create_app(
     settings: ServingSettings | None = None, embedder: Embedder | None = None
 ) -> FastAPI:
     settings = settings or ServingSettings()
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -210,7 +210,6 @@ def create_app(
             limiter=RateLimiter(settings.rate_limit_per_minute),
             generator=build_generator(settings),
             metrics=Metrics(),
-            ready=True,
         )
         services.metrics.index_rows.set(served.index.count())
         app.state.services = services
@@ -502,7 +501,7 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def chat_page() -> HTMLResponse:
-        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     return app
 

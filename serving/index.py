@@ -6,19 +6,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-import boto3
-
 from lorechat_pipeline.core.aliases import AliasStore
 from lorechat_pipeline.core.embedding import Embedder
-from lorechat_pipeline.core.manifest import ManifestMismatch
-from lorechat_pipeline.core.storage import (
-    LocalObjectStore,
-    ObjectStore,
-    S3ObjectStore,
-    is_s3_uri,
-    split_s3_uri,
+from lorechat_pipeline.core.manifest import IndexManifest, ManifestMismatch
+from lorechat_pipeline.core.storage import object_store_at
+from lorechat_pipeline.core.vector_index import (
+    IndexNotFound,
+    LanceVectorIndex,
+    lance_storage_options,
 )
-from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -35,28 +31,6 @@ class ServedVersion:
     opened_at: float
 
 
-def _storage_options(settings: ServingSettings) -> dict[str, str]:
-    if not is_s3_uri(settings.index_location):
-        return {}
-    options = {"region": settings.aws_region}
-    if settings.s3_endpoint_url:
-        options["endpoint"] = settings.s3_endpoint_url
-        if settings.s3_endpoint_url.startswith("http://"):
-            options["allow_http"] = "true"
-    return options
-
-
-def _location(settings: ServingSettings) -> ObjectStore:
-    uri = settings.index_location
-    if not is_s3_uri(uri):
-        return LocalObjectStore(uri)
-    bucket, prefix = split_s3_uri(uri)
-    client = boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region
-    )
-    return S3ObjectStore(client, bucket, prefix)
-
-
 class IndexReader:
     """Follows the alias: a promotion is served within `alias_check_seconds`, with no restart.
 
@@ -69,7 +43,23 @@ class IndexReader:
         self.settings = settings
         self.embedder = embedder
         self.uri = settings.index_location
-        self.aliases = AliasStore(_location(settings))
+        self.aliases = AliasStore(
+            object_store_at(
+                self.uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
+            )
+        )
+        self.storage_options = lance_storage_options(
+            self.uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
+        )
+        # The query embedder's side of the manifest: what an index must have been built with.
+        self.embedder_manifest = IndexManifest(
+            embedding_model=embedder.model_id,
+            embedding_dimension=embedder.dimension,
+            metric=embedder.metric,
+            normalized=embedder.normalized,
+            chunker_version="",
+            chunker_description="",
+        )
         self._lock = threading.Lock()
         self._served: ServedVersion | None = None
         self._checked_at = 0.0
@@ -80,21 +70,12 @@ class IndexReader:
         return self.embedder.model_id
 
     def _open(self, table: str) -> LanceVectorIndex:
-        index = LanceVectorIndex.open(
-            self.uri, table, storage_options=_storage_options(self.settings)
+        return LanceVectorIndex.open(
+            self.uri,
+            table,
+            expected_embedder=self.embedder_manifest,
+            storage_options=self.storage_options,
         )
-        stored = index.manifest
-        if (stored.embedding_model, stored.embedding_dimension) != (
-            self.embedder.model_id,
-            self.embedder.dimension,
-        ):
-            raise ManifestMismatch(
-                f"index version {table} holds vectors of {stored.embedding_model} "
-                f"({stored.embedding_dimension}-d); this server embeds queries with "
-                f"{self.embedder.model_id} ({self.embedder.dimension}-d). Configure "
-                "LORECHAT_EMBEDDING_MODEL_PATH / LORECHAT_EMBEDDING_MAX_TOKENS to match."
-            )
-        return index
 
     def open_initial(self) -> ServedVersion:
         """At start-up: the alias target, which must match the embedder (else refuse to start)."""

@@ -25,6 +25,11 @@ def is_sidecar(key: str) -> bool:
     return key.endswith(SIDECAR_SUFFIX)
 
 
+def owner_of(key: str) -> str:
+    """The document a key belongs to (a sidecar belongs to the document beside it)."""
+    return key[: -len(SIDECAR_SUFFIX)] if is_sidecar(key) else key
+
+
 def is_ignored(key: str) -> bool:
     """Hidden files and folders (swap files, .DS_Store, our temp files) are not documents."""
     return any(part.startswith(".") for part in key.split("/"))
@@ -131,7 +136,7 @@ def list_shard(objects: Iterable[ObjectInfo], shard: str, shard_count: int) -> S
         if is_ignored(info.key):
             continue
         if is_sidecar(info.key):
-            owner = info.key[: -len(SIDECAR_SUFFIX)]
+            owner = owner_of(info.key)
             if shard_of(owner, shard_count) == shard:
                 listing.sidecars[owner] = info
         elif shard_of(info.key, shard_count) == shard:

@@ -12,17 +12,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from lorechat_pipeline.core.catalog import SIDECAR_SUFFIX, is_ignored, is_sidecar
+from lorechat_pipeline.core.catalog import is_ignored, owner_of
 from lorechat_pipeline.core.ids import shard_names, shard_of
 from lorechat_pipeline.core.storage import ObjectInfo
 
 CURSOR_FORMAT = 1
 DIGEST_LENGTH = 16
-
-
-def owner_of(key: str) -> str:
-    """The document a key belongs to (a sidecar belongs to the document beside it)."""
-    return key[: -len(SIDECAR_SUFFIX)] if is_sidecar(key) else key
 
 
 def shard_digests(objects: Iterable[ObjectInfo], shard_count: int) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lorechat_pipeline.core.catalog import SIDECAR_SUFFIX, CatalogEntry, list_shard
+from lorechat_pipeline.core.catalog import CatalogEntry, list_shard, owner_of
 from lorechat_pipeline.core.ids import shard_names, shard_of
 from lorechat_pipeline.core.ledger import CHUNKED, LedgerEntry
 from lorechat_pipeline.core.storage import ObjectInfo
@@ -70,8 +70,7 @@ def group_listing(objects: Iterable[ObjectInfo], shard_count: int) -> dict[str, 
     """One pass over the listing, split by shard (list_shard then filters each group cheaply)."""
     groups: dict[str, list[ObjectInfo]] = {name: [] for name in shard_names(shard_count)}
     for info in objects:
-        owner = info.key[: -len(SIDECAR_SUFFIX)] if info.key.endswith(SIDECAR_SUFFIX) else info.key
-        groups[shard_of(owner, shard_count)].append(info)
+        groups[shard_of(owner_of(info.key), shard_count)].append(info)
     return groups
 
 

@@ -1,22 +1,17 @@
 """Is a new index version ready to replace the current one? Completeness, then quality."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lorechat_pipeline.core.catalog import CatalogEntry
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.evaluation import SearchDocuments
-from lorechat_pipeline.core.ledger import LedgerEntry
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.ledger import load_ledger
 from lorechat_pipeline.core.planning import unsettled_reason
+from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.storage import ObjectStore
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
 from lorechat_pipeline.core.verification import verify_shard
-
-
-@dataclass
-class ShardState:
-    catalog: dict[str, CatalogEntry]
-    chunk_ledger: dict[str, LedgerEntry]
-    embedding_ledger: dict[str, LedgerEntry]
 
 
 @dataclass
@@ -40,19 +35,20 @@ class CandidateParity:
 
 
 def check_candidate_parity(
-    candidate: LanceVectorIndex, shards: Sequence[str], load_shard: Callable[[str], ShardState]
+    candidate: LanceVectorIndex, processed: ObjectStore, shards: Sequence[str]
 ) -> CandidateParity:
     """Every shard's stages have caught up with its catalog and the rows equal the chunk set."""
+    layout = ProcessedLayout.for_manifest(candidate.manifest)
     parity = CandidateParity()
     for shard in shards:
-        state = load_shard(shard)
-        verification = verify_shard(candidate, shard, state.chunk_ledger)
+        chunk_ledger = load_ledger(processed, layout.chunk_ledger(shard))
+        verification = verify_shard(candidate, shard, chunk_ledger)
         parity.expected_rows += verification.expected_rows
         parity.actual_rows += verification.actual_rows
         reason = unsettled_reason(
-            state.catalog,
-            state.chunk_ledger,
-            state.embedding_ledger,
+            load_catalog(processed, shard),
+            chunk_ledger,
+            load_ledger(processed, layout.embedding_ledger(shard)),
             candidate.document_versions(shard),
         )
         if reason:

@@ -246,3 +246,27 @@ def is_s3_uri(uri: str) -> bool:
 
 def join_key(*parts: str) -> str:
     return posixpath.join(*[p.strip("/") for p in parts if p.strip("/")])
+
+
+def object_store_at(
+    uri: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+) -> ObjectStore:
+    """The store at a folder path or s3:// URI (credentials: these, else boto3's own chain)."""
+    if not is_s3_uri(uri):
+        return LocalObjectStore(uri)
+    import boto3
+
+    bucket, prefix = split_s3_uri(uri)
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+    )
+    return S3ObjectStore(client, bucket, prefix)

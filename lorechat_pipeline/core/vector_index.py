@@ -22,6 +22,27 @@ logger = logging.getLogger(__name__)
 DOCUMENTS_PER_COMMIT = 500
 
 
+def lance_storage_options(
+    uri: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+) -> dict[str, str]:
+    """LanceDB's options for a table on S3 (or an S3-compatible endpoint); none for a folder."""
+    if not uri.startswith("s3://"):
+        return {}
+    options = {
+        "region": region,
+        "endpoint": endpoint_url,
+        "aws_access_key_id": aws_access_key_id,
+        "aws_secret_access_key": aws_secret_access_key,
+        "allow_http": "true" if (endpoint_url or "").startswith("http://") else None,
+    }
+    return {name: value for name, value in options.items() if value}
+
+
 class IndexNotFound(RuntimeError):
     pass
 

@@ -2,19 +2,16 @@
 
 from abc import ABC, abstractmethod
 
-import boto3
 import dagster as dg
 
 from lorechat_pipeline.core.aliases import AliasStore
 from lorechat_pipeline.core.manifest import IndexManifest
-from lorechat_pipeline.core.storage import (
-    LocalObjectStore,
-    ObjectStore,
-    S3ObjectStore,
-    is_s3_uri,
-    split_s3_uri,
+from lorechat_pipeline.core.storage import object_store_at
+from lorechat_pipeline.core.vector_index import (
+    IndexNotFound,
+    LanceVectorIndex,
+    lance_storage_options,
 )
-from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
 
 
 class VectorStoreResource(dg.ConfigurableResource, ABC):
@@ -60,17 +57,16 @@ class LanceDBVectorStore(VectorStoreResource):
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
 
-    def storage_options(self) -> dict[str, str]:
-        if not self.uri.startswith("s3://"):
-            return {}
-        options = {
+    def _connection(self) -> dict[str, str | None]:
+        return {
+            "endpoint_url": self.s3_endpoint_url,
             "region": self.aws_region,
-            "endpoint": self.s3_endpoint_url,
             "aws_access_key_id": self.aws_access_key_id,
             "aws_secret_access_key": self.aws_secret_access_key,
-            "allow_http": "true" if (self.s3_endpoint_url or "").startswith("http://") else None,
         }
-        return {name: value for name, value in options.items() if value}
+
+    def storage_options(self) -> dict[str, str]:
+        return lance_storage_options(self.uri, **self._connection())
 
     def target_table(self, manifest: IndexManifest) -> str:
         return self.table_name or manifest.default_table_name()
@@ -104,21 +100,8 @@ class LanceDBVectorStore(VectorStoreResource):
         index = LanceVectorIndex.open(self.uri, name, storage_options=self.storage_options())
         return name, index.manifest
 
-    def _location(self) -> ObjectStore:
-        if not is_s3_uri(self.uri):
-            return LocalObjectStore(self.uri)
-        bucket, prefix = split_s3_uri(self.uri)
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint_url,
-            region_name=self.aws_region,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-        )
-        return S3ObjectStore(client, bucket, prefix)
-
     def aliases(self) -> AliasStore:
-        return AliasStore(self._location())
+        return AliasStore(object_store_at(self.uri, **self._connection()))
 
     def versions(self) -> list[str]:
         return LanceVectorIndex.table_names(self.uri, self.storage_options())

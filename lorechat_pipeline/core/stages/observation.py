@@ -18,6 +18,7 @@ from lorechat_pipeline.core.catalog import (
     is_ignored,
     is_sidecar,
     list_shard,
+    owner_of,
 )
 from lorechat_pipeline.core.ids import shard_names, shard_of
 from lorechat_pipeline.core.layout import ProcessedLayout
@@ -100,7 +101,7 @@ def head_keys(
     source: ObjectStore, keys: Iterable[str], shard: str, shard_count: int
 ) -> ShardListing:
     """The listing of just these keys (event mode): a HEAD per key instead of a bucket listing."""
-    owners = {key[: -len(SIDECAR_SUFFIX)] if is_sidecar(key) else key for key in keys}
+    owners = {owner_of(key) for key in keys}
     listing = ShardListing()
     for owner in sorted(owners):
         if is_ignored(owner) or shard_of(owner, shard_count) != shard:
@@ -135,7 +136,7 @@ def observe_shard(
     entries: dict[str, CatalogEntry] = {}
     if keys is not None:
         found = head_keys(source, keys, shard, shard_count)
-        touched = {k[: -len(SIDECAR_SUFFIX)] if is_sidecar(k) else k for k in keys}
+        touched = {owner_of(key) for key in keys}
         entries = {key: entry for key, entry in previous.items() if key not in touched}
     else:
         objects = source.list_objects() if listing is None else listing

@@ -6,19 +6,16 @@ from collections import defaultdict
 
 import dagster as dg
 
+from lorechat_pipeline.core.catalog import owner_of
 from lorechat_pipeline.core.change_detection import (
     ListingCursor,
     changed_shards,
-    owner_of,
     run_key,
     shard_digests,
 )
 from lorechat_pipeline.core.events import delete_messages, drain_queue, latest_per_key
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names, shard_of
-from lorechat_pipeline.core.layout import ProcessedLayout
-from lorechat_pipeline.core.ledger import load_ledger
-from lorechat_pipeline.core.promotion import ShardState, check_candidate_parity
-from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.promotion import check_candidate_parity
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
 from lorechat_pipeline.defs.jobs import ingest_job, promote_job
 from lorechat_pipeline.resources.embedder import EmbedderResource
@@ -152,17 +149,7 @@ def promotion_request(
             candidate = version
     if candidate is None:
         return dg.SkipReason(f"the configured version is current ({alias.table})")
-    processed = processed_store.open()
-    layout = ProcessedLayout.for_manifest(candidate.manifest)
-
-    def load_shard(shard: str) -> ShardState:
-        return ShardState(
-            load_catalog(processed, shard),
-            load_ledger(processed, layout.chunk_ledger(shard)),
-            load_ledger(processed, layout.embedding_ledger(shard)),
-        )
-
-    parity = check_candidate_parity(candidate, shard_names(SHARD_COUNT), load_shard)
+    parity = check_candidate_parity(candidate, processed_store.open(), shard_names(SHARD_COUNT))
     if not parity.passed:
         return dg.SkipReason(f"{candidate.name} is not complete yet: {parity.describe()}")
     return dg.RunRequest(run_key=f"promote:{candidate.name}:{candidate.table.version}")

@@ -13,14 +13,11 @@ import dagster as dg
 
 from lorechat_pipeline.core.evaluation import derive_golden_queries, evaluate, judge
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
-from lorechat_pipeline.core.ledger import load_ledger
 from lorechat_pipeline.core.promotion import (
-    ShardState,
     check_candidate_parity,
     document_search,
     sample_chunks,
 )
-from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
 from lorechat_pipeline.defs.vectorization.assets import vector_index
 from lorechat_pipeline.resources.embedder import EmbedderResource
@@ -70,19 +67,9 @@ def index_candidate(
     started = time.perf_counter()
     model = embedder.get_embedder()
     manifest = ingestion_config.manifest(model)
-    layout = ingestion_config.layout(model)
-    processed = processed_store.open()
     candidate = vector_store.open_for_write(manifest)
     current_table = vector_store.aliases().current_table()
-
-    def load_shard(shard: str) -> ShardState:
-        return ShardState(
-            load_catalog(processed, shard),
-            load_ledger(processed, layout.chunk_ledger(shard)),
-            load_ledger(processed, layout.embedding_ledger(shard)),
-        )
-
-    parity = check_candidate_parity(candidate, shard_names(SHARD_COUNT), load_shard)
+    parity = check_candidate_parity(candidate, processed_store.open(), shard_names(SHARD_COUNT))
     current: LanceVectorIndex | None = None
     if current_table and current_table != candidate.name:
         try:
