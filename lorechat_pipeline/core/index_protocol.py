@@ -1,0 +1,41 @@
+"""The interface the pipeline stages and the serving app use on a vector index version.
+
+LanceVectorIndex (core/vector_index.py) and UpstashVectorIndex (core/backends/upstash_index.py)
+both satisfy it, so either can stand behind the pipeline and serving. `where` arguments are
+predicates in the small SQL dialect built with sql_string / sql_in / filter_sql; the Upstash
+index translates them (core/backends/upstash_filters.py).
+"""
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+
+from lorechat_pipeline.core.manifest import IndexManifest
+from lorechat_pipeline.core.vector_index import SearchHit, WriteResult
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    manifest: IndexManifest
+
+    @property
+    def name(self) -> str:
+        """The version's name: a LanceDB table or an Upstash namespace (what the alias names)."""
+
+    def refresh(self) -> None: ...
+
+    def count(self, where: str | None = None) -> int: ...
+
+    def rows(self, where: str | None, columns: Sequence[str]) -> pa.Table: ...
+
+    def document_versions(self, shard: str) -> dict[str, str]: ...
+
+    def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> WriteResult: ...
+
+    def search(
+        self, vector: np.ndarray, k: int = 10, where: str | None = None
+    ) -> list[SearchHit]: ...
+
+    def maintain(self, ann_index_min_rows: int) -> list[str]: ...
