@@ -55,6 +55,11 @@ def test_a_changed_document_is_deleted_by_prefix_then_upserted(
     ]
     assert index.document_versions("shard-000") == {"docA": "fp-2"}
     assert index.count(f"shard = {sql_string('shard-001')}") == 2
+    # A predicate that pins documents ranges over their id prefixes only.
+    upstash.state.requests.clear()
+    assert index.count(sql_in("document_id", ["docB", "nope"]) + " AND ordinal = 1") == 1
+    ranged = [body["prefix"] for _, path, body in upstash.state.requests if "range" in path]
+    assert ranged == ["docB#", "nope#"]
 
     # Removal: a document in document_ids but absent from rows leaves the index.
     empty = table([])
@@ -164,8 +169,9 @@ def test_blue_green_promotion_switches_namespaces(
     with pytest.raises(IndexNotFound):
         UpstashVectorIndex.open(client, blue.name)
     assert UpstashVectorIndex.open(client, green.name).count() == 2
-    assert aliases.read() is not None
-    assert aliases.read().retired == ()
+    current_alias = aliases.read()
+    assert current_alias is not None
+    assert current_alias.retired == ()
     # The alias and the manifests live in the reserved namespace, never among the versions.
     assert set(upstash.state.namespaces[SYSTEM_NAMESPACE]) == {
         MANIFEST_PREFIX + green.name,

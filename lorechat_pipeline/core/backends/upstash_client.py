@@ -194,15 +194,16 @@ class UpstashVectorClient:
         """One REST call with bounded retries; returns the unwrapped `result`."""
         operation = f"{method} {path}"
         last_problem = ""
+        unreachable = False
         for attempt in range(self.backoff.attempts):
             retry_after: float | None = None
             try:
-                response = self._http.request(
-                    method, path, json=payload if payload is not None else None
-                )
+                response = self._http.request(method, path, json=payload)
             except httpx.TransportError as error:
                 last_problem = f"{type(error).__name__}: {error}"
+                unreachable = isinstance(error, httpx.ConnectError)
             else:
+                unreachable = False
                 status = response.status_code
                 if status in (401, 403):
                     raise UpstashCredentialsError(
@@ -225,9 +226,10 @@ class UpstashVectorClient:
                     self.backoff.attempts - 1,
                     waited,
                 )
+        hint = f" (is {URL_SETTING} right? {self.credentials.url})" if unreachable else ""
         raise UpstashUnavailable(
             f"Upstash Vector {operation} failed {self.backoff.attempts} times, giving up; "
-            f"last: {last_problem}"
+            f"last: {last_problem}{hint}"
         )
 
     # -- data plane --------------------------------------------------------------------------

@@ -39,7 +39,14 @@ from lorechat_pipeline.core.backends.upstash_client import (
     UpstashRequestError,
     UpstashVectorClient,
 )
-from lorechat_pipeline.core.backends.upstash_filters import UpstashFilter, from_sql
+from lorechat_pipeline.core.backends.upstash_filters import (
+    And,
+    Compare,
+    In,
+    Node,
+    UpstashFilter,
+    from_sql,
+)
 from lorechat_pipeline.core.manifest import IndexManifest, ManifestMismatch
 from lorechat_pipeline.core.records import index_schema
 from lorechat_pipeline.core.storage import ObjectInfo, ObjectNotFound, ObjectStore
@@ -263,15 +270,23 @@ class UpstashVectorIndex:
     def _scan(
         self, predicate: UpstashFilter, *, data: bool = False, vectors: bool = False
     ) -> Iterator[dict[str, Any]]:
+        """Vectors matching the predicate: a range over the namespace, or only over the
+        documents' id prefixes when the predicate pins document_id."""
         if predicate.matches_nothing:
             return
-        vectors_found = self.client.scan(
-            self.namespace, include_metadata=True, include_data=data, include_vectors=vectors
-        )
+        documents = document_ids_of(predicate.node)
+        prefixes = [f"{doc}#" for doc in documents] if documents is not None else [None]
         try:
-            for vector in vectors_found:
-                if predicate.matches(vector.get("metadata") or {}):
-                    yield vector
+            for prefix in prefixes:
+                for vector in self.client.scan(
+                    self.namespace,
+                    prefix=prefix,
+                    include_metadata=True,
+                    include_data=data,
+                    include_vectors=vectors,
+                ):
+                    if predicate.matches(vector.get("metadata") or {}):
+                        yield vector
         except UpstashRequestError as error:
             if not self._no_namespace(error):
                 raise
@@ -480,6 +495,21 @@ class UpstashVectorIndex:
             "fusionAlgorithm": "RRF",
         }
         return self._hits(self._query(body, k, where), dense=False)
+
+
+def document_ids_of(node: Node) -> list[str] | None:
+    """The document ids a predicate is limited to, when it says so (`document_id = ..`,
+    `document_id IN (..)`, or either within an AND); None when it may match any document."""
+    if isinstance(node, Compare) and node.field == "document_id" and node.op == "=":
+        return [str(node.value)]
+    if isinstance(node, In) and node.field == "document_id" and not node.negated:
+        return list(dict.fromkeys(str(value) for value in node.values))
+    if isinstance(node, And):
+        for item in node.items:
+            found = document_ids_of(item)
+            if found is not None:
+                return found
+    return None
 
 
 def read_manifest(client: UpstashVectorClient, namespace: str) -> IndexManifest | None:
