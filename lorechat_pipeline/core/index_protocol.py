@@ -7,13 +7,17 @@ index translates them (core/backends/upstash_filters.py).
 """
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.vector_index import SearchHit, WriteResult
+
+if TYPE_CHECKING:
+    from lorechat_pipeline.core.backends.upstash_index import UpstashVectorIndex
+    from lorechat_pipeline.core.vector_index import LanceVectorIndex
 
 
 @runtime_checkable
@@ -39,3 +43,11 @@ class VectorIndex(Protocol):
     ) -> list[SearchHit]: ...
 
     def maintain(self, ann_index_min_rows: int) -> list[str]: ...
+
+
+if TYPE_CHECKING:  # mypy checks that both backends satisfy the interface; nothing runs here
+
+    def _both_backends(
+        lance: "LanceVectorIndex", upstash: "UpstashVectorIndex"
+    ) -> list[VectorIndex]:
+        return [lance, upstash]
