@@ -2,18 +2,35 @@
 default) and to the Upstash contract server through the same interface, answer the same queries
 with the same top-k chunk ids and the same cosine scores — with and without filters."""
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from lorechat_pipeline.core.backends.upstash_client import UpstashCredentials, UpstashVectorClient
 from lorechat_pipeline.core.backends.upstash_index import UpstashVectorIndex
 from lorechat_pipeline.core.index_protocol import VectorIndex
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.ledger import CHUNKED, LedgerEntry
 from lorechat_pipeline.core.manifest import IndexManifest
+from lorechat_pipeline.core.records import CHUNK_SCHEMA, embedding_schema
+from lorechat_pipeline.core.stages.indexing import index_shard
+from lorechat_pipeline.core.storage import LocalObjectStore
+from lorechat_pipeline.core.tables import write_table
 from lorechat_pipeline.core.vector_index import LanceVectorIndex, sql_string
+from lorechat_pipeline.core.verification import verify_shard
 from serving.search import filter_sql
-from tests.backends.conftest import TOKEN, chunk_rows, fast_backoff, table
+from tests.backends.conftest import (
+    DIMENSION,
+    TOKEN,
+    chunk_rows,
+    fast_backoff,
+    make_manifest,
+    table,
+    unit_vectors,
+)
 from tests.backends.upstash_contract_server import upstash_contract_server
 
 DOCUMENTS = {
@@ -121,3 +138,59 @@ def test_lancedb_and_upstash_return_the_same_top_k(tmp_path: Path, embedder: Any
             assert [h.chunk_id for h in upstash.search(vector, k=4)] == [
                 h.chunk_id for h in lance.search(vector, k=4)
             ]
+
+
+def test_the_indexing_stage_keeps_both_backends_in_step(tmp_path: Path) -> None:
+    """The pipeline's own indexing stage (index_shard) and verification, unchanged, on LanceDB
+    and on Upstash: the same artifacts give the same rows, through a change and a removal."""
+    dimension = DIMENSION
+    manifest = make_manifest(dimension)
+    layout = ProcessedLayout(chunker_version=manifest.chunker_version, embedder_version="emb-1")
+    processed = LocalObjectStore(tmp_path / "processed")
+    shard = "shard-000"
+
+    def artifacts(doc: str, texts: list[str], content_fp: str, seed: int) -> LedgerEntry:
+        rows = chunk_rows(doc, texts, unit_vectors(len(texts), seed=seed), content_fp=content_fp)
+        chunks = pa.Table.from_pylist(
+            [{name: row[name] for name in CHUNK_SCHEMA.names} for row in rows], schema=CHUNK_SCHEMA
+        )
+        vectors = pa.Table.from_pylist(
+            [{"chunk_id": row["chunk_id"], "vector": row["vector"]} for row in rows],
+            schema=embedding_schema(dimension),
+        )
+        write_table(processed, layout.chunks(shard, doc, content_fp), chunks)
+        write_table(processed, layout.embeddings(shard, doc, content_fp), vectors)
+        return LedgerEntry(doc, rows[0]["document"], content_fp, CHUNKED, chunk_count=len(rows))
+
+    ledger = {
+        "docA": artifacts("docA", ["a0", "a1", "a2"], "fp-1", 1),
+        "docB": artifacts("docB", ["b0", "b1"], "fp-1", 2),
+        "docC": artifacts("docC", ["c0"], "fp-1", 3),
+    }
+    lance = LanceVectorIndex.open_or_create(str(tmp_path / "index"), manifest)
+    with (
+        upstash_contract_server(token=TOKEN, dimension=dimension) as server,
+        UpstashVectorClient(UpstashCredentials(server.url, TOKEN), backoff=fast_backoff()) as c,
+    ):
+        upstash = UpstashVectorIndex.open_or_create(c, manifest)
+        for step in ("first ingest", "docA changed, docC removed"):
+            if step != "first ingest":
+                ledger["docA"] = artifacts("docA", ["a0", "a1 edited"], "fp-2", 4)
+                del ledger["docC"]
+            lance_report, upstash_report = (
+                index_shard(processed, index, shard, embedding_ledger=ledger, layout=layout)
+                for index in (lance, upstash)
+            )
+            # LanceDB counts a chunk re-written under the same id as updated; Upstash deletes the
+            # document's prefix first, so it counts it as deleted too. All else agrees.
+            assert upstash_report.rows_deleted >= lance_report.rows_deleted
+            same = dataclasses.replace(upstash_report, rows_deleted=lance_report.rows_deleted)
+            assert same == lance_report, step
+            for index in (lance, upstash):
+                verification = verify_shard(index, shard, ledger)
+                assert verification.passed, (step, index.name, verification)
+            columns = ["chunk_id", "document_id", "content_fp", "text", "ordinal"]
+            assert sorted(upstash.rows(None, columns).to_pylist(), key=str) == sorted(
+                lance.rows(None, columns).to_pylist(), key=str
+            )
+        assert upstash.document_versions(shard) == {"docA": "fp-2", "docB": "fp-1"}
