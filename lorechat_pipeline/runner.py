@@ -20,6 +20,7 @@ from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.storage import ObjectStore
 from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
 from lorechat_pipeline.definitions import build_definitions
+from lorechat_pipeline.defs.ingestion.assets import DELETION_GUARD_CHECK
 from lorechat_pipeline.instance import open_instance
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
@@ -236,6 +237,7 @@ class Pipeline:
         job = self.definitions.resolve_job_def("ingest_job")
         instance = self.instance()
         observation = {"raw_documents": {"config": {"confirm_deletions": confirm_deletions}}}
+        refused_deletions: list[str] = []
         for shard in plan.to_run:
             result = job.execute_in_process(
                 partition_key=shard,
@@ -248,10 +250,18 @@ class Pipeline:
             summary.shards_run.append(shard)
             if not result.success:
                 raise IngestFailed(_failure_message(result, shard))
+            refused_deletions += [
+                str(evaluation.description)
+                for evaluation in result.get_asset_check_evaluations()
+                if evaluation.check_name == DELETION_GUARD_CHECK and not evaluation.passed
+            ]
             _add_run(summary, result)
             release_freed_memory()
             if on_shard_done:
                 on_shard_done(shard)
+        if refused_deletions:
+            # Every other change went in; the refused deletions wait for a confirmation.
+            raise IngestFailed(refused_deletions[0])
         if promote:
             summary.promotion = self.promote_if_needed(instance)
         summary.seconds = time.perf_counter() - started

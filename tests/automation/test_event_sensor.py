@@ -7,6 +7,10 @@ from typing import Any
 import dagster as dg
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
+from lorechat_pipeline.defs.automation.requests import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+)
 from lorechat_pipeline.defs.automation.sensors import build_source_event_sensor
 from lorechat_pipeline.runner import Pipeline
 from lorechat_pipeline.settings import load_settings
@@ -23,6 +27,7 @@ def evaluate(pipeline: Pipeline) -> list[dg.RunRequest]:
 
 
 def run(pipeline: Pipeline, request: dg.RunRequest, instance: dg.DagsterInstance) -> None:
+    # As the daemon launches it: a single shard by partition key, several by the range tags.
     result = pipeline.definitions.resolve_job_def("ingest_job").execute_in_process(
         partition_key=request.partition_key,
         run_config=request.run_config,
@@ -73,10 +78,12 @@ def test_event_sensor_turns_notifications_into_runs_of_the_notified_keys(
         shard_of("energy/solar panels.md", SHARD_COUNT),
         shard_of("notes/tea+milk.txt", SHARD_COUNT),
     }
-    assert {r.partition_key for r in requests} == expected_shards
-    keys = sorted(
-        k for r in requests for k in r.run_config["ops"]["raw_documents"]["config"]["keys"]
-    )
+    # One run for both shards (a range of partitions), looking up just the notified keys.
+    (request,) = requests
+    assert set(request.tags["lorechat/shards"].split(",")) == expected_shards
+    assert request.tags[PARTITION_RANGE_START_TAG] == min(expected_shards)
+    assert request.tags[PARTITION_RANGE_END_TAG] == max(expected_shards)
+    keys = request.run_config["ops"]["raw_documents"]["config"]["keys"]
     assert keys == ["energy/solar panels.md", "notes/tea+milk.txt"]  # URL-decoded, in the source
     assert evaluate(pipeline) == []  # the queue was drained
 
@@ -87,6 +94,9 @@ def test_event_sensor_turns_notifications_into_runs_of_the_notified_keys(
     s3_client.delete_object(Bucket=bucket, Key="docs/energy/solar panels.md")
     deletion = evaluate(pipeline)
     assert [r.partition_key for r in deletion] == [shard_of("energy/solar panels.md", SHARD_COUNT)]
+    assert deletion[0].run_config["ops"]["raw_documents"]["config"]["keys"] == [
+        "energy/solar panels.md"
+    ]
     for request in deletion:
         run(pipeline, request, instance)
     assert indexed_documents(pipeline) == {"notes/tea+milk.txt"}

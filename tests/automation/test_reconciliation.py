@@ -2,14 +2,18 @@
 listing from wiping an index unless deletions are confirmed."""
 
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from lorechat_pipeline.core.ids import SHARD_COUNT
+from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
 from lorechat_pipeline.definitions import build_definitions
+from lorechat_pipeline.defs.automation.requests import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+)
 from lorechat_pipeline.defs.automation.schedules import build_reconciliation_schedule
 from lorechat_pipeline.runner import IngestFailed
 from lorechat_pipeline.settings import load_settings
@@ -44,9 +48,19 @@ def test_reconciliation_schedule_requests_every_shard_once_per_tick() -> None:
     requests = tick()
     repeated = tick()
     assert [r.run_key for r in repeated] == [r.run_key for r in requests]
-    assert len({r.partition_key for r in requests}) == SHARD_COUNT
-    assert len({r.run_key for r in requests}) == SHARD_COUNT
-    assert all(r.tags["lorechat/trigger"] == "reconcile" for r in requests)
+    # One run over every shard: the parser workers and the model warm up once a night.
+    (request,) = requests
+    shards = shard_names(SHARD_COUNT)
+    assert request.tags[PARTITION_RANGE_START_TAG] == shards[0]
+    assert request.tags[PARTITION_RANGE_END_TAG] == shards[-1]
+    assert request.tags["lorechat/trigger"] == "reconcile"
+    assert request.tags["lorechat/shards"] == ",".join(shards)
+    next_night = build_reconciliation_schedule(settings).evaluate_tick(
+        dg.build_schedule_context(
+            scheduled_execution_time=night + timedelta(days=1), repository_def=repository
+        )
+    )
+    assert [r.run_key for r in next_night.run_requests or []] != [request.run_key]
 
 
 def test_deletion_guard_refuses_a_wipe_and_confirmation_lets_it_through(

@@ -15,6 +15,10 @@ from lorechat_pipeline.core.change_detection import (
 )
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
 from lorechat_pipeline.core.storage import LocalObjectStore, ObjectInfo
+from lorechat_pipeline.defs.automation.requests import (
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+)
 from lorechat_pipeline.defs.automation.sensors import build_source_listing_sensor
 from lorechat_pipeline.resources.object_store import LocalFolderStore
 from lorechat_pipeline.settings import load_settings
@@ -32,7 +36,20 @@ def tick(folder: Path, cursor: str | None) -> dg.SensorResult:
 
 
 def partitions(result: dg.SensorResult) -> list[str]:
-    return sorted(str(request.partition_key) for request in result.run_requests or [])
+    """The shards a tick found changed; one run covers them all (a range when several)."""
+    requests = result.run_requests or []
+    assert len(requests) <= 1
+    if not requests:
+        return []
+    (request,) = requests
+    shards = request.tags["lorechat/shards"].split(",")
+    if len(shards) == 1:
+        assert request.partition_key == shards[0]
+    else:
+        assert request.partition_key is None
+        assert request.tags[PARTITION_RANGE_START_TAG] == shards[0]
+        assert request.tags[PARTITION_RANGE_END_TAG] == shards[-1]
+    return shards
 
 
 def info(key: str, etag: str = "e1", size: int = 10) -> ObjectInfo:

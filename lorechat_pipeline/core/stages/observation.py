@@ -34,6 +34,8 @@ class Observation:
     entries: dict[str, CatalogEntry]
     diff: CatalogDiff
     bytes_hashed: int
+    # Why the deletion guard kept this shard's deletions out (None when nothing was refused).
+    refused_deletions: str | None = None
 
 
 def load_catalog(processed: ObjectStore, shard: str) -> dict[str, CatalogEntry]:
@@ -71,14 +73,14 @@ def deletions_by_collection(
 def enforce_deletion_guard(
     guard: DeletionGuard,
     deleted_keys: Sequence[str],
-    source: ObjectStore,
+    listing: Iterable[ObjectInfo],
     processed: ObjectStore,
     shard_count: int,
 ) -> None:
     if guard.confirmed or not deleted_keys:
         return
     # Judged on the whole source, not the shard: a shard holds a sixteenth of a collection.
-    catalogued, missing = deletions_by_collection(processed, source.list_objects(), shard_count)
+    catalogued, missing = deletions_by_collection(processed, listing, shard_count)
     touched = {collection_of(key) for key in deleted_keys}
     refused = [
         f"{missing[c]} of {catalogued[c]} documents ({missing[c] / catalogued[c]:.0%}) of "
@@ -134,12 +136,13 @@ def observe_shard(
     """
     previous = load_catalog(processed, shard)
     entries: dict[str, CatalogEntry] = {}
+    objects: Sequence[ObjectInfo] = []
     if keys is not None:
         found = head_keys(source, keys, shard, shard_count)
         touched = {owner_of(key) for key in keys}
         entries = {key: entry for key, entry in previous.items() if key not in touched}
     else:
-        objects = source.list_objects() if listing is None else listing
+        objects = list(source.list_objects() if listing is None else listing)
         found = list_shard(objects, shard, shard_count)
     bytes_hashed = 0
     for key, info in sorted(found.documents.items()):
@@ -172,8 +175,16 @@ def observe_shard(
             sidecar_data=sidecar_data,
         )
     diff = diff_catalogs(previous, entries)
+    refused: str | None = None
     if guard is not None and keys is None:
         # Event-mode deletions were each confirmed by a HEAD; a listing may be partial.
-        enforce_deletion_guard(guard, diff.deleted, source, processed, shard_count)
+        try:
+            enforce_deletion_guard(guard, diff.deleted, objects, processed, shard_count)
+        except DeletionRefused as refusal:
+            # Only the deletions are refused: the documents stay catalogued (and indexed), and
+            # new or changed documents of the shard go on as usual.
+            refused = str(refusal)
+            entries.update({key: previous[key] for key in diff.deleted})
+            diff = diff_catalogs(previous, entries)
     write_table(processed, ProcessedLayout.catalog(shard), catalog_to_table(entries.values()))
-    return Observation(shard, entries, diff, bytes_hashed)
+    return Observation(shard, entries, diff, bytes_hashed, refused)

@@ -5,20 +5,20 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
+from lorechat_pipeline.defs.automation.requests import shards_run_request
 from lorechat_pipeline.defs.jobs import index_gc_job, ingest_job
 from lorechat_pipeline.settings import LorechatSettings
 
 
 def reconciliation_requests(scheduled: str) -> list[dg.RunRequest]:
-    # Every shard, every night: repairs missed events, propagates deletions (behind the
-    # deletion guard) and backfills shards a configuration change left stale.
+    # Every shard, every night, in one run: repairs missed events, propagates deletions (behind
+    # the deletion guard) and backfills shards a configuration change left stale.
     return [
-        dg.RunRequest(
-            run_key=f"reconcile:{scheduled}:{shard}",
-            partition_key=shard,
+        shards_run_request(
+            shard_names(SHARD_COUNT),
+            run_key=f"reconcile:{scheduled}",
             tags={"lorechat/trigger": "reconcile"},
         )
-        for shard in shard_names(SHARD_COUNT)
     ]
 
 

@@ -17,6 +17,7 @@ from lorechat_pipeline.core.events import delete_messages, drain_queue, latest_p
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names, shard_of
 from lorechat_pipeline.core.promotion import check_candidate_parity
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from lorechat_pipeline.defs.automation.requests import shards_run_request
 from lorechat_pipeline.defs.jobs import ingest_job, promote_job
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.event_queue import EventQueueResource
@@ -37,15 +38,15 @@ def source_listing_requests(
     if previous is None:
         # Without a cursor every shard looks new; an empty one has nothing to ingest.
         shards = [shard for shard in shards if digests[shard] != EMPTY_SHARD_DIGEST]
-    requests = [
-        dg.RunRequest(
-            run_key=run_key("listing", shard, digests[shard]),
-            partition_key=shard,
-            tags={"lorechat/trigger": "listing"},
-        )
-        for shard in shards
-    ]
-    return requests, ListingCursor(digests).serialize()
+    if not shards:
+        return [], ListingCursor(digests).serialize()
+    combined = hashlib.sha256("".join(f"{s}={digests[s]};" for s in shards).encode()).hexdigest()
+    request = shards_run_request(
+        shards,
+        run_key=run_key("listing", f"{shards[0]}-{shards[-1]}", combined[:32]),
+        tags={"lorechat/trigger": "listing"},
+    )
+    return [request], ListingCursor(digests).serialize()
 
 
 def build_source_listing_sensor(settings: LorechatSettings) -> dg.SensorDefinition:
@@ -86,14 +87,15 @@ def source_event_requests(
             continue
         keys_by_shard[shard_of(owner_of(key), SHARD_COUNT)].add(key)
     requests = []
-    for shard, keys in sorted(keys_by_shard.items()):
-        ordered = sorted(keys)
-        digest = hashlib.sha256("\0".join(ordered + drained.receipt_handles).encode()).hexdigest()
+    if keys_by_shard:
+        shards = sorted(keys_by_shard)
+        keys = sorted(key for shard_keys in keys_by_shard.values() for key in shard_keys)
+        digest = hashlib.sha256("\0".join(keys + drained.receipt_handles).encode()).hexdigest()
         requests.append(
-            dg.RunRequest(
-                run_key=run_key("events", shard, digest[:16]),
-                partition_key=shard,
-                run_config={"ops": {"raw_documents": {"config": {"keys": ordered}}}},
+            shards_run_request(
+                shards,
+                run_key=run_key("events", f"{shards[0]}-{shards[-1]}", digest[:32]),
+                run_config={"ops": {"raw_documents": {"config": {"keys": keys}}}},
                 tags={"lorechat/trigger": "events"},
             )
         )

@@ -7,7 +7,11 @@ import dagster as dg
 from lorechat_pipeline.core.ledger import load_ledger
 from lorechat_pipeline.core.stages.embedding import embed_shard
 from lorechat_pipeline.core.stages.indexing import index_shard
-from lorechat_pipeline.defs.ingestion.assets import TRANSIENT_RETRY, document_chunks
+from lorechat_pipeline.defs.ingestion.assets import (
+    SHARDS_IN_ONE_RUN,
+    TRANSIENT_RETRY,
+    document_chunks,
+)
 from lorechat_pipeline.defs.partitions import document_shards_partitions_def
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
@@ -17,6 +21,7 @@ from lorechat_pipeline.resources.vector_store import VectorStoreResource
 
 @dg.asset(
     partitions_def=document_shards_partitions_def,
+    backfill_policy=SHARDS_IN_ONE_RUN,
     deps=[document_chunks],
     group_name="vectorization",
     kinds={"pytorch", "parquet"},
@@ -38,28 +43,31 @@ def chunk_embeddings(
     processed = processed_store.open()
     model = embedder.get_embedder()
     layout = ingestion_config.layout(model)
-    shard = context.partition_key
     count_tokens = getattr(model, "count_tokens", None)
-    report = embed_shard(
-        processed,
-        shard,
-        chunk_ledger=load_ledger(processed, layout.chunk_ledger(shard)),
-        layout=layout,
-        embedder=model,
-        count_tokens=count_tokens,
-    )
+    reports = [
+        embed_shard(
+            processed,
+            shard,
+            chunk_ledger=load_ledger(processed, layout.chunk_ledger(shard)),
+            layout=layout,
+            embedder=model,
+            count_tokens=count_tokens,
+        )
+        for shard in context.partition_keys
+    ]
+    chunks = sum(r.chunks for r in reports)
+    encode_seconds = sum(r.encode_seconds for r in reports)
     return dg.MaterializeResult(
         metadata={
-            "documents_embedded": report.documents,
-            "documents_recovered": report.recovered,
-            "documents_removed": report.removed,
-            "chunks": report.chunks,
-            "tokens": report.tokens,
+            "shards": ", ".join(context.partition_keys),
+            "documents_embedded": sum(r.documents for r in reports),
+            "documents_recovered": sum(r.recovered for r in reports),
+            "documents_removed": sum(r.removed for r in reports),
+            "chunks": chunks,
+            "tokens": sum(r.tokens for r in reports),
             "embedding_model": model.model_id,
-            "encode_seconds": round(report.encode_seconds, 3),
-            "chunks_per_second": round(report.chunks / report.encode_seconds, 1)
-            if report.encode_seconds
-            else 0.0,
+            "encode_seconds": round(encode_seconds, 3),
+            "chunks_per_second": round(chunks / encode_seconds, 1) if encode_seconds else 0.0,
             "seconds": round(time.perf_counter() - started, 3),
         }
     )
@@ -67,6 +75,7 @@ def chunk_embeddings(
 
 @dg.asset(
     partitions_def=document_shards_partitions_def,
+    backfill_policy=SHARDS_IN_ONE_RUN,
     deps=[chunk_embeddings],
     group_name="vectorization",
     kinds={"lancedb"},
@@ -90,31 +99,32 @@ def vector_index(
     model = embedder.get_embedder()
     layout = ingestion_config.layout(model)
     index = vector_store.open_for_write(ingestion_config.manifest(model))
-    shard = context.partition_key
-    report = index_shard(
-        processed,
-        index,
-        shard,
-        embedding_ledger=load_ledger(processed, layout.embedding_ledger(shard)),
-        layout=layout,
-    )
+    reports = [
+        index_shard(
+            processed,
+            index,
+            shard,
+            embedding_ledger=load_ledger(processed, layout.embedding_ledger(shard)),
+            layout=layout,
+        )
+        for shard in context.partition_keys
+    ]
     aliases = vector_store.aliases()
     if aliases.read() is None:
         # The first version of an index has nothing to protect: it is current as soon as it exists.
         aliases.promote(index.name, reason="the first version of the index")
-    maintenance = (
-        index.maintain(ingestion_config.ann_index_min_rows)
-        if report.documents_replaced or report.documents_deleted
-        else []
-    )
+    replaced = sum(r.documents_replaced for r in reports)
+    deleted = sum(r.documents_deleted for r in reports)
+    maintenance = index.maintain(ingestion_config.ann_index_min_rows) if replaced or deleted else []
     return dg.MaterializeResult(
         metadata={
+            "shards": ", ".join(context.partition_keys),
             "index_table": index.name,
-            "documents_replaced": report.documents_replaced,
-            "documents_deleted": report.documents_deleted,
-            "chunks_written": report.rows_written,
-            "chunks_deleted": report.rows_deleted,
-            "chunks_in_shard": report.rows_present,
+            "documents_replaced": replaced,
+            "documents_deleted": deleted,
+            "chunks_written": sum(r.rows_written for r in reports),
+            "chunks_deleted": sum(r.rows_deleted for r in reports),
+            "chunks_in_shards": sum(r.rows_present for r in reports),
             "chunks_in_index": index.count(),
             "index_maintenance": ", ".join(maintenance) or "none",
             "seconds": round(time.perf_counter() - started, 3),
