@@ -2,6 +2,8 @@
 the loopback double: prefix deletion on change and removal, namespace promotion, batch limits,
 quarantine of what Upstash cannot hold, the manifest stored with the index, filters, hybrid."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -120,8 +122,21 @@ def test_batches_stop_at_1000_vectors(upstash: RunningServer, client: UpstashVec
     upstash.state.requests.clear()
     small.replace_documents(table(rows[:100]), ["doc0"])
     sizes = [len(body) for _, path, body in upstash.state.requests if path.startswith("/upsert")]
-    assert len(sizes) > 1
+    assert len(sizes) > 1  # a byte budget splits batches too
     assert sum(sizes) == 100
+
+    # A service that finds a body too large (413) gets it again in halves.
+    upstash.state.max_body_bytes = 60_000
+    upstash.state.requests.clear()
+    result = index.replace_documents(table(rows[:500]), ["doc0"])
+    assert result.written == 500
+    accepted = [
+        len(body)
+        for _, path, body in upstash.state.requests
+        if path.startswith("/upsert") and len(json.dumps(body, separators=(",", ":"))) <= 60_000
+    ]
+    assert sum(accepted) == 500
+    assert index.count(f"document_id = {sql_string('doc0')}") == 500
 
 
 def test_oversized_chunks_are_quarantined_not_failed(client: UpstashVectorClient) -> None:

@@ -223,6 +223,7 @@ class UpstashContractState:
     dimension: int
     similarity: str = "COSINE"
     hybrid: bool = False
+    max_body_bytes: int | None = None  # a request body limit (413 past it), off by default
     namespaces: dict[str, dict[str, Record]] = field(default_factory=lambda: {"": {}})
     failures: deque[tuple[int, str | None]] = field(default_factory=deque)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -488,6 +489,9 @@ class _Handler(BaseHTTPRequestHandler):
             failure = state.failures.popleft() if state.failures else None
         if self.headers.get("Authorization") != f"Bearer {state.token}":
             self._error(401, "Unauthorized: Invalid auth token")
+            return
+        if state.max_body_bytes is not None and len(raw) > state.max_body_bytes:
+            self._error(413, f"Request body too large: {len(raw)} > {state.max_body_bytes} bytes")
             return
         if failure is not None:
             status, retry_after = failure

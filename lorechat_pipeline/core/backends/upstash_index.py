@@ -372,6 +372,18 @@ class UpstashVectorIndex:
         if batch:
             yield batch
 
+    def _upsert(self, batch: list[dict[str, Any]]) -> int:
+        """One batch; a body the service finds too large (413) is halved until it fits."""
+        try:
+            self.client.upsert(self.namespace, batch)
+        except UpstashRequestError as error:
+            if error.status != 413 or len(batch) == 1:
+                raise
+            middle = len(batch) // 2
+            logger.warning("Upstash refused %d vectors as too large; halving", len(batch))
+            return self._upsert(batch[:middle]) + self._upsert(batch[middle:])
+        return len(batch)
+
     def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> UpstashWriteResult:
         """Make the index hold exactly `rows` for `document_ids` (none for ids absent in rows).
 
@@ -397,8 +409,7 @@ class UpstashVectorIndex:
             for doc in pending_documents:
                 deleted += self.client.delete(self.namespace, prefix=f"{doc}#")
             for batch in self._batches(pending):
-                self.client.upsert(self.namespace, batch)
-                written += len(batch)
+                written += self._upsert(batch)
             pending_documents.clear()
             pending.clear()
 
