@@ -212,15 +212,29 @@ def test_the_manifest_travels_with_the_index(client: UpstashVectorClient) -> Non
         UpstashVectorIndex.open_or_create(client, manifest, namespace=SYSTEM_NAMESPACE)
 
 
-def test_an_empty_version_reads_as_empty(client: UpstashVectorClient) -> None:
-    index = UpstashVectorIndex.open_or_create(client, make_manifest())
-    assert index.name not in client.list_namespaces()  # Upstash creates it on first upsert
-    assert index.count() == 0
-    assert index.count("shard = 'shard-000'") == 0
-    assert index.document_versions("shard-000") == {}
-    assert index.search(unit_vectors(1)[0], k=3) == []
-    assert index.rows(None, ["chunk_id"]).num_rows == 0
-    assert index.maintain(ann_index_min_rows=1) == []
+@pytest.mark.parametrize("strict", [False, True], ids=["missing-reads-empty", "missing-is-404"])
+def test_an_empty_version_reads_as_empty(strict: bool) -> None:
+    with (
+        upstash_contract_server(
+            token=TOKEN, dimension=DIMENSION, strict_namespaces=strict
+        ) as server,
+        UpstashVectorClient(UpstashCredentials(server.url, TOKEN), backoff=fast_backoff()) as c,
+    ):
+        assert UpstashVectorIndex.table_names(c) == []  # not even the reserved namespace yet
+        assert upstash_aliases(c).read() is None
+        index = UpstashVectorIndex.open_or_create(c, make_manifest())
+        assert index.name not in c.list_namespaces()  # Upstash creates it on first upsert
+        assert index.count() == 0
+        assert index.count("shard = 'shard-000'") == 0
+        assert index.count("document_id = 'doc'") == 0
+        assert index.document_versions("shard-000") == {}
+        assert index.search(unit_vectors(1)[0], k=3) == []
+        assert index.rows(None, ["chunk_id"]).num_rows == 0
+        assert index.maintain(ann_index_min_rows=1) == []
+        assert UpstashVectorIndex.table_names(c) == [index.name]
+        rows = chunk_rows("doc", ["first words"], unit_vectors(1))
+        assert index.replace_documents(table(rows), ["doc"]).written == 1
+        assert index.count("document_id = 'doc'") == 1
 
 
 def test_keyword_and_hybrid_search_need_a_hybrid_index(client: UpstashVectorClient) -> None:

@@ -224,6 +224,9 @@ class UpstashContractState:
     similarity: str = "COSINE"
     hybrid: bool = False
     max_body_bytes: int | None = None  # a request body limit (413 past it), off by default
+    # Whether reading a namespace that does not exist (yet) is an error rather than empty: the
+    # documentation does not say, so the index is tested against both.
+    strict_namespaces: bool = False
     namespaces: dict[str, dict[str, Record]] = field(default_factory=lambda: {"": {}})
     failures: deque[tuple[int, str | None]] = field(default_factory=deque)
     requests: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -503,6 +506,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"Not found: {self.command} {path}")
             return
         try:
+            if (
+                state.strict_namespaces
+                and operation in ("query", "fetch", "range", "delete")
+                and namespace not in state.namespaces
+            ):
+                raise ApiError(404, f"Namespace not found: {namespace}")
             if operation == "info":
                 result: Any = state.info()
             elif operation == "list-namespaces":
@@ -539,10 +548,19 @@ class RunningServer:
 
 @contextmanager
 def upstash_contract_server(
-    *, token: str, dimension: int, similarity: str = "COSINE", hybrid: bool = False
+    *,
+    token: str,
+    dimension: int,
+    similarity: str = "COSINE",
+    hybrid: bool = False,
+    strict_namespaces: bool = False,
 ) -> Iterator[RunningServer]:
     state = UpstashContractState(
-        token=token, dimension=dimension, similarity=similarity, hybrid=hybrid
+        token=token,
+        dimension=dimension,
+        similarity=similarity,
+        hybrid=hybrid,
+        strict_namespaces=strict_namespaces,
     )
     server = _Server(state)
     thread = threading.Thread(

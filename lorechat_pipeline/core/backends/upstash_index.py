@@ -82,6 +82,11 @@ class UpstashWriteResult(WriteResult):
     quarantined: tuple[QuarantinedChunk, ...] = field(default_factory=tuple)
 
 
+def missing_namespace(error: UpstashRequestError) -> bool:
+    """A namespace nothing was written to yet does not exist: reading it reads nothing."""
+    return error.status in (400, 404) and "namespace" in error.upstash_message.lower()
+
+
 def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
@@ -236,7 +241,7 @@ class UpstashVectorIndex:
         """Every index version (those with a manifest record), as LanceVectorIndex.table_names."""
         return sorted(
             str(vector["id"])[len(MANIFEST_PREFIX) :]
-            for vector in client.scan(SYSTEM_NAMESPACE, prefix=MANIFEST_PREFIX)
+            for vector in _system_scan(client, MANIFEST_PREFIX)
         )
 
     @classmethod
@@ -250,11 +255,6 @@ class UpstashVectorIndex:
 
     def refresh(self) -> None:
         """Nothing is cached between calls; kept for the interface."""
-
-    @staticmethod
-    def _no_namespace(error: UpstashRequestError) -> bool:
-        # A version nothing was written to yet has no namespace: it reads as empty.
-        return error.status in (400, 404) and "namespace" in error.upstash_message.lower()
 
     def count(self, where: str | None = None) -> int:
         predicate = from_sql(where)
@@ -288,7 +288,7 @@ class UpstashVectorIndex:
                     if predicate.matches(vector.get("metadata") or {}):
                         yield vector
         except UpstashRequestError as error:
-            if not self._no_namespace(error):
+            if not missing_namespace(error):
                 raise
 
     def _row(self, vector: dict[str, Any]) -> dict[str, Any]:
@@ -372,6 +372,14 @@ class UpstashVectorIndex:
         if batch:
             yield batch
 
+    def _delete_prefix(self, prefix: str) -> int:
+        try:
+            return self.client.delete(self.namespace, prefix=prefix)
+        except UpstashRequestError as error:
+            if missing_namespace(error):
+                return 0
+            raise
+
     def _upsert(self, batch: list[dict[str, Any]]) -> int:
         """One batch; a body the service finds too large (413) is halved until it fits."""
         try:
@@ -407,7 +415,7 @@ class UpstashVectorIndex:
         def flush() -> None:
             nonlocal written, deleted
             for doc in pending_documents:
-                deleted += self.client.delete(self.namespace, prefix=f"{doc}#")
+                deleted += self._delete_prefix(f"{doc}#")
             for batch in self._batches(pending):
                 written += self._upsert(batch)
             pending_documents.clear()
@@ -454,7 +462,7 @@ class UpstashVectorIndex:
         try:
             return self.client.query(self.namespace, body)
         except UpstashRequestError as error:
-            if self._no_namespace(error):
+            if missing_namespace(error):
                 return []
             raise
 
@@ -523,11 +531,30 @@ def document_ids_of(node: Node) -> list[str] | None:
     return None
 
 
+def _system_scan(client: UpstashVectorClient, prefix: str) -> list[dict[str, Any]]:
+    try:
+        return list(client.scan(SYSTEM_NAMESPACE, prefix=prefix))
+    except UpstashRequestError as error:
+        if missing_namespace(error):
+            return []
+        raise
+
+
+def _system_fetch(client: UpstashVectorClient, vector_id: str) -> dict[str, Any] | None:
+    try:
+        found = client.fetch(SYSTEM_NAMESPACE, [vector_id], include_data=True)
+    except UpstashRequestError as error:
+        if missing_namespace(error):
+            return None
+        raise
+    return found[0] if found else None
+
+
 def read_manifest(client: UpstashVectorClient, namespace: str) -> IndexManifest | None:
-    record = client.fetch(SYSTEM_NAMESPACE, [MANIFEST_PREFIX + namespace], include_data=True)
-    if not record or record[0] is None:
+    record = _system_fetch(client, MANIFEST_PREFIX + namespace)
+    if record is None:
         return None
-    raw = record[0].get("data")
+    raw = record.get("data")
     if not raw:
         raise ManifestMismatch(f"the manifest record of {namespace!r} on Upstash is empty")
     return IndexManifest.from_json(raw)
@@ -562,21 +589,19 @@ class UpstashObjectStore(ObjectStore):
         )
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        for vector in self.client.scan(SYSTEM_NAMESPACE, prefix=OBJECT_PREFIX + prefix):
+        for vector in _system_scan(self.client, OBJECT_PREFIX + prefix):
             key = str(vector["id"])[len(OBJECT_PREFIX) :]
             yield self._info(key, vector.get("metadata") or {})
 
     def head(self, key: str) -> ObjectInfo | None:
-        found = self.client.fetch(SYSTEM_NAMESPACE, [OBJECT_PREFIX + key])
-        if not found or found[0] is None:
-            return None
-        return self._info(key, found[0].get("metadata") or {})
+        found = _system_fetch(self.client, OBJECT_PREFIX + key)
+        return None if found is None else self._info(key, found.get("metadata") or {})
 
     def read(self, key: str) -> bytes:
-        found = self.client.fetch(SYSTEM_NAMESPACE, [OBJECT_PREFIX + key], include_data=True)
-        if not found or found[0] is None:
+        found = _system_fetch(self.client, OBJECT_PREFIX + key)
+        if found is None:
             raise ObjectNotFound(key)
-        return base64.b64decode(found[0].get("data") or "")
+        return base64.b64decode(found.get("data") or "")
 
     def write(self, key: str, data: bytes) -> None:
         if not key or key.startswith("/"):
