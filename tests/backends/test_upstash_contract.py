@@ -207,6 +207,9 @@ def test_missing_credentials_name_the_settings() -> None:
         env={URL_SETTING: "https://x.upstash.io/", TOKEN_SETTING: "t"}
     )
     assert found == UpstashCredentials("https://x.upstash.io", "t")
+    with pytest.raises(UpstashCredentialsError, match=f"{URL_SETTING} from .* is not a URL") as bad:
+        UpstashCredentials.resolve(env={URL_SETTING: TOKEN, TOKEN_SETTING: "t"})
+    assert TOKEN not in str(bad.value)
 
 
 def test_rejected_credentials_name_the_setting(upstash: RunningServer) -> None:

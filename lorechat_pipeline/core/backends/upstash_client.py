@@ -82,6 +82,12 @@ class UpstashCredentials:
             )
         assert url is not None
         assert token is not None
+        if not url.startswith(("https://", "http://")):
+            # Not echoed: a token pasted into the wrong setting must not reach a log.
+            raise UpstashCredentialsError(
+                f"{URL_SETTING} from {source} is not a URL: it is the index's REST URL from the "
+                "Upstash console, https://<name>-<region>-vector.upstash.io"
+            )
         return cls(url=url.rstrip("/"), token=token)
 
     @classmethod
@@ -206,10 +212,11 @@ class UpstashVectorClient:
                 unreachable = False
                 status = response.status_code
                 if status in (401, 403):
+                    read_only = " (a read-only token cannot write)" if status == 403 else ""
                     raise UpstashCredentialsError(
-                        f"Upstash Vector rejected the credentials ({status}) at "
-                        f"{self.credentials.url}: check {TOKEN_SETTING} (and that "
-                        f"{URL_SETTING} is this index's REST URL)"
+                        f"Upstash Vector rejected the credentials ({status}) for {operation} at "
+                        f"{self.credentials.url}: check {TOKEN_SETTING}{read_only} and that "
+                        f"{URL_SETTING} is this index's REST URL"
                     )
                 if status == 429 or status >= 500:
                     last_problem = f"{status} {_error_message(response)}"
