@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lorechat_pipeline.core.embedding import Embedder, SentenceTransformerEmbedder
+from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.vector_index import sql_string
 from serving.auth import Forbidden, KeyRing, RateLimited, RateLimiter, Unauthorized
 from serving.chat import (
@@ -49,6 +49,7 @@ from serving.models import (
     UploadResponse,
 )
 from serving.observability import Metrics, request_id_var
+from serving.query_encoder import build_query_embedder
 from serving.search import RESULT_COLUMNS, Hit, InvalidFilter, SearchMode, filter_sql, search
 from serving.settings import ApiKey, GeneratorKind, ServingSettings
 from serving.uploads import UploadRefused, presigned_upload
@@ -195,9 +196,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = embedder or SentenceTransformerEmbedder(
-            settings.embedding_model_path, max_tokens=settings.embedding_max_tokens
-        )
+        model = embedder or build_query_embedder(settings)
         model.embed_query("warm up")
         reader = IndexReader(settings, model)
         # Refuses to start on a missing index or one built with another embedding model.

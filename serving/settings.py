@@ -20,6 +20,11 @@ class GeneratorKind(StrEnum):
     BEDROCK = "bedrock"  # Amazon Bedrock's Converse API
 
 
+class QueryEncoder(StrEnum):
+    ONNX = "onnx"  # onnxruntime on an export of the model: no torch in the image
+    TORCH = "torch"  # sentence-transformers, exactly as the pipeline embeds
+
+
 class ApiKey(BaseModel):
     """One caller: the SHA-256 of its key (never the key), and the collections it may read."""
 
@@ -47,6 +52,12 @@ class ServingSettings(BaseSettings):
     aws_region: str = "us-east-1"
     embedding_model_path: str | None = None
     embedding_max_tokens: int | None = Field(default=None, ge=4)
+    # onnx: the ONNX export of the model (same vectors, a fraction of the time, no torch).
+    query_encoder: QueryEncoder = QueryEncoder.ONNX
+    # An export to use (the image ships one); empty: a cache under LORECHAT_HOME, made on first use.
+    query_encoder_dir: Path | None = None
+    # Threads per query; concurrent requests run side by side on the other cores.
+    query_encoder_threads: int = Field(default=1, ge=1)
     # How often the alias is re-read: a promotion is served within this many seconds.
     alias_check_seconds: float = Field(default=5.0, ge=0.0)
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import uvicorn
 
+from lorechat_pipeline.core.onnx_embedding import export_query_encoder
 from lorechat_pipeline.runner import Pipeline
 from lorechat_pipeline.settings import load_settings
 from serving.app import create_app
@@ -81,17 +82,29 @@ class RunningServer:
 ServerFactory = Callable[..., RunningServer]
 
 
+@pytest.fixture(scope="session")
+def query_encoder_dir(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
+    """The ONNX export of the packaged model, made once (what the serving image ships)."""
+    folder = tmp_path_factory.mktemp("query-encoder")
+    export_query_encoder(folder)
+    return folder
+
+
 @pytest.fixture
-def serve(built_index: BuiltIndex, embedder: Any) -> Iterator[ServerFactory]:
-    """Start the app under uvicorn on a free loopback port (in a thread of this process)."""
+def serve(built_index: BuiltIndex, query_encoder_dir: Path) -> Iterator[ServerFactory]:
+    """Start the app under uvicorn on a free loopback port (in a thread of this process).
+
+    The app embeds queries as in production: onnxruntime on the export of the model that
+    built the index (with torch only when a test passes its own embedder)."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(embedder_override: Any = None, **overrides: Any) -> RunningServer:
+        overrides.setdefault("query_encoder_dir", query_encoder_dir)
         settings = ServingSettings(
             home=overrides.pop("home", built_index.home), alias_check_seconds=0, **overrides
         )
         port = free_port()
-        app = create_app(settings, embedder=embedder_override or embedder)
+        app = create_app(settings, embedder=embedder_override)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

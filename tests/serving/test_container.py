@@ -14,22 +14,51 @@ from tests.conftest import REPO_ROOT
 
 SERVING = REPO_ROOT / "serving"
 # Imported only because they are installed here: lancedb's optional pandas support (and pytz
-# through it), uvicorn's reloader and anyio's sniffio probe; the app works without them.
-OPTIONAL_IMPORTS = {"pandas", "pytz", "watchfiles", "sniffio"}
+# through it), uvicorn's reloader, anyio's sniffio probe, pyarrow's cloudpickle support and
+# httpx's command line (rich, pygments); the app works without them.
+OPTIONAL_IMPORTS = {"pandas", "pytz", "watchfiles", "sniffio", "cloudpickle", "rich", "pygments"}
 PROBE = """
 import json, sys
-import serving.app, serving.server, serving.__main__
-print(json.dumps({name: getattr(module, "__file__", None) for name, module in sys.modules.items()}))
+{imports}
+files = {{name: getattr(module, "__file__", None) for name, module in sys.modules.items()}}
+print(json.dumps(files))
 """
+APP_IMPORTS = "import serving.app, serving.server, serving.__main__"
+EXPORT_IMPORTS = "import lorechat_pipeline.core.onnx_embedding"
 
 
-def loaded_modules() -> dict[str, str | None]:
-    """Module name → file, for everything importing the app loads."""
+def loaded_modules(imports: str = APP_IMPORTS) -> dict[str, str | None]:
+    """Module name → file, for everything these imports load."""
     output = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE.format(imports=imports)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     modules: dict[str, str | None] = json.loads(output)
     return modules
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """Stage name → its instructions."""
+    stages: dict[str, str] = {}
+    for block in re.split(r"^FROM ", (SERVING / "Dockerfile").read_text(), flags=re.M)[1:]:
+        header, _, body = block.partition("\n")
+        stages[header.split(" AS ")[-1].strip()] = body
+    return stages
+
+
+def copied_modules(stage: str) -> set[str]:
+    return set(re.findall(r"lorechat_pipeline/[\w/]+\.py", dockerfile_stages()[stage]))
+
+
+def pipeline_modules(imports: str) -> set[str]:
+    return {
+        Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+        for name, path in loaded_modules(imports).items()
+        if name.startswith("lorechat_pipeline") and path
+    }
 
 
 def requirement_closure(names: list[str]) -> set[str]:
@@ -76,13 +105,30 @@ def test_requirements_cover_every_third_party_import() -> None:
 
 
 def test_dockerfile_copies_every_pipeline_module_the_app_imports() -> None:
-    dockerfile = (SERVING / "Dockerfile").read_text()
-    copied = set(re.findall(r"lorechat_pipeline/[\w/]+\.py", dockerfile))
-    needed = {
-        Path(path).resolve().relative_to(REPO_ROOT).as_posix()
-        for name, path in loaded_modules().items()
-        if name.startswith("lorechat_pipeline") and path
-    }
+    needed = pipeline_modules(APP_IMPORTS)
     assert needed
+    copied = copied_modules("base")
     assert needed <= copied, f"the image lacks {sorted(needed - copied)}"
-    assert 'CMD ["python", "-m", "serving"]' in dockerfile
+    assert 'CMD ["python", "-m", "serving"]' in dockerfile_stages()["base"]
+
+
+def test_torch_stays_in_the_build_stage_that_exports_the_query_encoder() -> None:
+    stages = dockerfile_stages()
+    assert list(stages) == ["query-encoder", "base"]
+    listed = [
+        Requirement(line).name
+        for line in (SERVING / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert "torch" not in requirement_closure(listed)
+    assert "torch" not in stages["base"]
+    # The served image runs the export the first stage made, never exports itself.
+    assert "COPY --from=query-encoder /query-encoder /app/query-encoder" in stages["base"]
+    assert "LORECHAT_QUERY_ENCODER_DIR=/app/query-encoder" in stages["base"]
+    export = pipeline_modules(EXPORT_IMPORTS)
+    assert export <= copied_modules("query-encoder"), sorted(
+        export - copied_modules("query-encoder")
+    )
+    assert (
+        "python -m lorechat_pipeline.core.onnx_embedding /query-encoder" in stages["query-encoder"]
+    )

@@ -1,0 +1,78 @@
+"""The query embedder the app runs: the ONNX export of the index's model (default), or torch.
+
+The export is looked up in LORECHAT_QUERY_ENCODER_DIR (the image ships one made at build time)
+or in a cache under LORECHAT_HOME, and made there on first use when torch is installed.
+"""
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from lorechat_pipeline.core.embedding import (
+    Embedder,
+    SentenceTransformerEmbedder,
+    embedder_model_id,
+)
+from lorechat_pipeline.core.onnx_embedding import (
+    OnnxEmbedder,
+    OnnxExportError,
+    OnnxExportInfo,
+    export_query_encoder,
+)
+from serving.settings import QueryEncoder, ServingSettings
+
+logger = logging.getLogger(__name__)
+
+
+def export_folder(settings: ServingSettings, model_id: str) -> Path:
+    if settings.query_encoder_dir is not None:
+        return settings.query_encoder_dir
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
+    return settings.home.expanduser().resolve() / "query-encoder" / digest
+
+
+def build_query_embedder(settings: ServingSettings) -> Embedder:
+    if settings.query_encoder is QueryEncoder.TORCH:
+        return SentenceTransformerEmbedder(
+            settings.embedding_model_path, max_tokens=settings.embedding_max_tokens
+        )
+    expected = embedder_model_id(settings.embedding_model_path, settings.embedding_max_tokens)
+    folder = export_folder(settings, expected)
+    try:
+        found: OnnxExportInfo | None = OnnxExportInfo.read(folder)
+    except OnnxExportError:
+        found = None
+    if found is not None and found.model_id != expected:
+        raise OnnxExportError(
+            f"{folder} holds an export of {found.model_id}, but the configured model is "
+            f"{expected}: point LORECHAT_QUERY_ENCODER_DIR at an export of it (or remove the "
+            "folder to export again)"
+        )
+    if found is None:
+        export_into(folder, settings)
+    return OnnxEmbedder(folder, threads=settings.query_encoder_threads)
+
+
+def export_into(folder: Path, settings: ServingSettings) -> None:
+    try:
+        import torch  # noqa: F401 - only to tell a missing torch from a failed export
+    except ImportError as error:
+        raise OnnxExportError(
+            f"no ONNX query encoder in {folder}, and torch is not installed to export one: set "
+            "LORECHAT_QUERY_ENCODER_DIR to an export (`python -m "
+            "lorechat_pipeline.core.onnx_embedding DIR` where torch is installed), or "
+            "LORECHAT_QUERY_ENCODER=torch"
+        ) from error
+    logger.info("exporting the query encoder to %s (once)", folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Exported beside the destination and moved in whole: a concurrent start never reads half.
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        export_query_encoder(staging, settings.embedding_model_path, settings.embedding_max_tokens)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

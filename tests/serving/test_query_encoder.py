@@ -1,0 +1,81 @@
+"""The ONNX query encoder gives the ingestion model's vectors (cosine ≥ 0.9999) without torch, is
+exported once and reused, and an export of another model is refused."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, OnnxExportError
+from serving.query_encoder import build_query_embedder, export_folder
+from serving.settings import QueryEncoder, ServingSettings
+
+TEXTS = [
+    "How do I bleed a radiator?",
+    "x",
+    "",
+    "Ünïcödé, テキスト and emoji 🚀 in one query",
+    # Longer than the model's 256 tokens: both encoders must truncate at the same place.
+    "Solar panels convert sunlight into electricity using photovoltaic cells. " * 60,
+    "The boiler pressure should stay between one and two bar.\n\nCheck the flue.",
+]
+
+
+def test_onnx_vectors_match_the_ingestion_model(query_encoder_dir: Path, embedder: Any) -> None:
+    onnx = OnnxEmbedder(query_encoder_dir)
+    assert onnx.model_id == embedder.model_id
+    assert onnx.dimension == embedder.dimension
+    exported, reference = onnx.embed_documents(TEXTS), embedder.embed_documents(TEXTS)
+    assert exported.shape == reference.shape == (len(TEXTS), 384)
+    assert exported.dtype == np.float32
+    cosines = (exported * reference).sum(axis=1)
+    assert cosines.min() >= 0.9999, cosines
+    np.testing.assert_allclose(np.linalg.norm(exported, axis=1), 1.0, atol=1e-5)
+    # Batching and single queries agree (padding must not leak into the mean).
+    single = np.stack([onnx.embed_query(text) for text in TEXTS])
+    np.testing.assert_allclose(single, exported, atol=1e-5)
+
+
+def test_the_default_exports_once_into_the_home_and_reuses_it(
+    tmp_path: Path, query_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = ServingSettings(home=tmp_path)
+    folder = export_folder(settings, "sentence-transformers/all-MiniLM-L6-v2")
+    assert folder.is_relative_to(tmp_path)
+    assert settings.query_encoder is QueryEncoder.ONNX
+    first = build_query_embedder(settings)
+    assert isinstance(first, OnnxEmbedder)
+    assert first.folder == folder
+    graph = folder / "model.onnx"
+    stamp = graph.stat().st_mtime_ns
+    # Reused without torch: a later start (or an image without torch) only reads the export.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    second = build_query_embedder(settings)
+    assert isinstance(second, OnnxEmbedder)
+    assert graph.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(second.embed_query("tea"), first.embed_query("tea"))
+
+
+def test_an_export_of_another_model_is_refused(tmp_path: Path, query_encoder_dir: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("model.onnx", "tokenizer.json"):
+        (other / name).symlink_to(query_encoder_dir / name)
+    info = json.loads((query_encoder_dir / "export.json").read_text())
+    (other / "export.json").write_text(json.dumps({**info, "model_id": "someone/else"}))
+    with pytest.raises(OnnxExportError, match=r"someone/else.*LORECHAT_QUERY_ENCODER_DIR"):
+        build_query_embedder(ServingSettings(home=tmp_path, query_encoder_dir=other))
+
+
+def test_without_torch_or_an_export_the_error_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(OnnxExportError, match="LORECHAT_QUERY_ENCODER_DIR"):
+        build_query_embedder(ServingSettings(home=tmp_path))
+    assert build_query_embedder(
+        ServingSettings(home=tmp_path, query_encoder=QueryEncoder.TORCH)
+    ).model_id == ("sentence-transformers/all-MiniLM-L6-v2")
