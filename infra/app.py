@@ -94,8 +94,19 @@ def build(app: App, config: EnvironmentConfig) -> Deployment:
                 extra=config.tags,
             )
         )
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    attach_compliance_checks(app)
     return deployment
+
+
+def attach_compliance_checks(app: App) -> None:
+    """cdk-nag's AwsSolutions pack on every stack: an unacknowledged finding fails synthesis.
+
+    Acknowledgements (with their reasons) are also written into each resource's template
+    Metadata, so the audit trail travels with the templates.
+    """
+    Validations.of(app).add_plugins(
+        AwsSolutionsChecks(app, verbose=True, write_suppressions_to_cloud_formation=True)
+    )
 
 
 def main() -> None:

@@ -84,8 +84,6 @@ class PipelineConfig:
     code_server: TaskSize = TaskSize(cpu=512, memory_mib=2048)
     # One run = one Fargate task (EcsRunLauncher): parsing and local embedding are CPU-bound.
     run: TaskSize = TaskSize(cpu=2048, memory_mib=8192)
-    # Mirrors dagster.yaml's queued run coordinator (max_concurrent_runs there).
-    max_concurrent_runs: int = 4
     # `local` (sentence-transformers inside the run task) or `bedrock`.
     embedder: str = "local"
     # `lancedb` (the index bucket) or `upstash`.
@@ -236,7 +234,7 @@ DEV = EnvironmentConfig(
     owner="platform-team",
     network=NetworkConfig(egress=Egress.PUBLIC_SUBNETS),
     database=DatabaseConfig(),
-    pipeline=PipelineConfig(run=TaskSize(cpu=1024, memory_mib=4096), max_concurrent_runs=2),
+    pipeline=PipelineConfig(run=TaskSize(cpu=1024, memory_mib=4096)),
     serving=ServingConfig(cors_origins=("http://localhost:8000",)),
     monitoring=MonitoringConfig(
         alarm_email="lorechat-alerts@example.com",

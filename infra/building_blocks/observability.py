@@ -58,8 +58,8 @@ class AlarmTopic(Construct):
 
 @dataclass(frozen=True, kw_only=True)
 class ServingSignals:
-    load_balancer: elbv2.IApplicationLoadBalancer
-    target_group: elbv2.IApplicationTargetGroup
+    load_balancer: elbv2.ApplicationLoadBalancer
+    target_group: elbv2.ApplicationTargetGroup
     service: ecs.FargateService
 
 
@@ -104,8 +104,18 @@ class OperationsDashboard(Construct):
             period=FIVE_MINUTES,
         )
         requests = alb.request_count(period=FIVE_MINUTES, label="requests")
-        healthy = serving.target_group.metrics.healthy_host_count(
-            period=Duration.minutes(1), statistic="Minimum"
+        # Built from the two full names (plain attributes) rather than target_group.metrics,
+        # which derives the load balancer name by splitting a listener ARN across stacks.
+        healthy = cloudwatch.Metric(
+            namespace="AWS/ApplicationELB",
+            metric_name="HealthyHostCount",
+            dimensions_map={
+                "LoadBalancer": serving.load_balancer.load_balancer_full_name,
+                "TargetGroup": serving.target_group.target_group_full_name,
+            },
+            period=Duration.minutes(1),
+            statistic="Minimum",
+            label="healthy serving tasks",
         )
         cpu = serving.service.metric_cpu_utilization(period=FIVE_MINUTES, label="serving CPU %")
         memory = serving.service.metric_memory_utilization(

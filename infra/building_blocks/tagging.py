@@ -3,8 +3,13 @@
 from collections.abc import Mapping
 
 import jsii
-from aws_cdk import IAspect, Tag
+from aws_cdk import CfnResource, IAspect, Tag, TagManager
 from constructs import IConstruct
+
+# CDK's framework providers (CustomResourceProvider: the handlers behind VPC default-SG
+# restriction and S3 auto-delete) are raw CfnResources outside TagManager; their types keep
+# tags as a Key/Value list, so the aspect writes that list itself.
+_RAW_TAGGABLE_TYPES = frozenset({"AWS::IAM::Role", "AWS::Lambda::Function"})
 
 REQUIRED_TAG_KEYS = ("Environment", "Project", "Function", "Owner")
 
@@ -40,5 +45,14 @@ class RequiredTags:
         self._tags = [Tag(key, value) for key, value in values.items()]
 
     def visit(self, node: IConstruct) -> None:
+        if (
+            isinstance(node, CfnResource)
+            and not TagManager.is_taggable(node)
+            and node.cfn_resource_type in _RAW_TAGGABLE_TYPES
+        ):
+            node.add_property_override(
+                "Tags", [{"Key": key, "Value": value} for key, value in self.values.items()]
+            )
+            return
         for tag in self._tags:
             tag.visit(node)
