@@ -17,6 +17,8 @@ command -v g++ >/dev/null || missing+=(g++)
 command -v make >/dev/null || missing+=(make)
 # Headless Chromium for the chat page test (Playwright drives this binary).
 command -v chromium >/dev/null || missing+=(chromium)
+# Node.js and npm for the pinned AWS CDK CLI of infra/ (npx cdk).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "installing system packages (${missing[*]})…"
@@ -24,8 +26,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
+# The pinned AWS CDK CLI (infra/package-lock.json): installed only when infra/node_modules is
+# missing or the lock file changed.
+lock_hash=$(sha256sum infra/package-lock.json | cut -d' ' -f1)
+if [ "$(cat infra/node_modules/.lorechat-lock 2>/dev/null)" != "$lock_hash" ]; then
+  npm ci --prefix infra --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$lock_hash" > infra/node_modules/.lorechat-lock
+fi
+
 stamp=.venv/.lorechat-setup
-wanted=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+wanted=$(cat pyproject.toml scripts/setup.sh infra/package-lock.json | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
   exit 0
 fi
