@@ -239,7 +239,7 @@ DEV = EnvironmentConfig(
     monitoring=MonitoringConfig(
         alarm_email="lorechat-alerts@example.com",
         budget_email="lorechat-billing@example.com",
-        monthly_budget_usd=150,
+        monthly_budget_usd=200,
     ),
 )
 

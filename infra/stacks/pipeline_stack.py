@@ -1,4 +1,4 @@
-from aws_cdk import Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from constructs import Construct
@@ -89,6 +89,15 @@ class PipelineStack(Stack):
         )
         runs.add_to_principal_policy(embed)
         code.add_to_principal_policy(embed)
+
+        # What an operator needs to reach the UI (README: "Reaching the Dagster UI").
+        CfnOutput(self, "ClusterName", value=self.dagster.cluster_name)
+        CfnOutput(self, "WebserverServiceName", value=self.dagster.webserver_service.service_name)
+        CfnOutput(
+            self,
+            "WebserverInternalUrl",
+            value=f"http://{self.dagster.load_balancer.load_balancer_dns_name}",
+        )
 
         objects = [
             stored.source.arn_for_objects("*"),

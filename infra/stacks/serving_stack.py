@@ -1,6 +1,6 @@
 import json
 
-from aws_cdk import Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -124,6 +124,12 @@ class ServingStack(Stack):
                     targets.LoadBalancerTarget(self.service.load_balancer)
                 ),
             )
+
+        CfnOutput(
+            self,
+            "Url",
+            value=f"https://{domain.site_domain if domain else self.cdn.distribution.domain_name}",
+        )
 
         # Least privilege: read the index, presign uploads under the upload prefix only, call
         # the chat model (Converse and ConverseStream) and the query embedding model.
