@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lorechat_pipeline.core.backends.upstash_client import UpstashError
+from lorechat_pipeline.core.bedrock_embedding import EmbeddingFailed
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
 from lorechat_pipeline.core.manifest import ManifestMismatch
 from lorechat_pipeline.core.stages.observation import load_catalog
@@ -34,6 +36,9 @@ SourceArgument = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+# What a command reports as one line instead of a traceback: a missing or mismatched index, and
+# a hosted backend refusing or failing (the messages name the setting to fix, never a secret).
+EXPECTED_ERRORS = (IngestFailed, IndexNotFound, ManifestMismatch, UpstashError, EmbeddingFailed)
 
 
 def _pipeline(source: str | None = None) -> Pipeline:
@@ -88,7 +93,7 @@ def ingest(
                 on_shard_done=lambda _: progress.advance(task),
                 confirm_deletions=confirm_deletions,
             )
-    except (IngestFailed, ManifestMismatch) as error:
+    except EXPECTED_ERRORS as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error
     if as_json:
@@ -128,10 +133,10 @@ def search(
     pipeline = _pipeline()
     try:
         index = pipeline.open_current_index()
-    except (IndexNotFound, ManifestMismatch) as error:
+        hits = index.search(pipeline.embedder.embed_query(query), k=k)
+    except EXPECTED_ERRORS as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error
-    hits = index.search(pipeline.embedder.embed_query(query), k=k)
     if as_json:
         _emit(
             {
@@ -164,20 +169,25 @@ def status(as_json: JsonOption = False) -> None:
     quarantine = pipeline.quarantine()
     index_info: dict[str, Any]
     chunks = 0
-    alias = pipeline.vector_store.aliases().read()
     try:
+        alias = pipeline.vector_store.aliases().read()
         index = pipeline.open_current_index()
         chunks = index.count()
         index_info = {
-            "uri": index.uri,
+            "backend": pipeline.settings.backends.vector_store.value,
+            "uri": pipeline.vector_store.location,
             "table": index.name,
             "manifest": json.loads(index.manifest.to_json()),
             "promoted_at": alias.promoted_at if alias else None,
             "configured_table": pipeline.vector_store.target_table(pipeline.manifest),
             "retired": [v.table for v in alias.retired] if alias else [],
         }
-    except (IndexNotFound, ManifestMismatch) as error:
-        index_info = {"uri": pipeline.settings.index_location, "error": str(error)}
+    except EXPECTED_ERRORS as error:
+        index_info = {
+            "backend": pipeline.settings.backends.vector_store.value,
+            "uri": _location(pipeline),
+            "error": str(error),
+        }
     payload = {
         "source": pipeline.settings.source_uri,
         "processed": pipeline.settings.processed_uri,
@@ -212,6 +222,13 @@ def status(as_json: JsonOption = False) -> None:
         for entry in quarantine:
             table.add_row(entry.document, entry.reason or "", (entry.detail or "")[:120])
         console.print(table)
+
+
+def _location(pipeline: Pipeline) -> str:
+    try:
+        return pipeline.vector_store.location
+    except EXPECTED_ERRORS:  # Upstash credentials not resolved: the error says which
+        return pipeline.settings.upstash_vector_rest_url or "Upstash Vector"
 
 
 @app.command()

@@ -12,13 +12,14 @@ import dagster as dg
 
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.ledger import QUARANTINED, LedgerEntry, load_ledger
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.planning import IngestPlan, group_listing, plan_shard
 from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.storage import ObjectStore
-from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
+from lorechat_pipeline.core.vector_index import IndexNotFound
 from lorechat_pipeline.definitions import build_definitions
 from lorechat_pipeline.defs.ingestion.assets import DELETION_GUARD_CHECK
 from lorechat_pipeline.instance import open_instance
@@ -170,11 +171,11 @@ class Pipeline:
     def layout(self) -> ProcessedLayout:
         return self.config.layout(self.embedder)
 
-    def open_index(self) -> LanceVectorIndex:
+    def open_index(self) -> VectorIndex:
         store: VectorStoreResource = self.resource("vector_store")
         return store.open_for_read(self.manifest)
 
-    def open_current_index(self) -> LanceVectorIndex:
+    def open_current_index(self) -> VectorIndex:
         """The version the alias names: what searches read (the embedder must match it)."""
         store: VectorStoreResource = self.resource("vector_store")
         return store.open_current(self.manifest)
@@ -190,7 +191,7 @@ class Pipeline:
     def plan(self) -> IngestPlan:
         processed, layout = self.processed, self.layout
         try:
-            index: LanceVectorIndex | None = self.open_index()
+            index: VectorIndex | None = self.open_index()
         except IndexNotFound:
             index = None
         plan = IngestPlan()

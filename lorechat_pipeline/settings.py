@@ -2,18 +2,35 @@
 
 Everything below receives typed configuration. The default is the embedded local set-up: a
 folder source, the packaged embedding model and a LanceDB folder, all under `LORECHAT_HOME`.
+`LORECHAT_ENVIRONMENT=aws` switches the defaults to S3, Bedrock and Upstash Vector
+(core/deployment.py); `LORECHAT_VECTOR_STORE` and `LORECHAT_EMBEDDER` override either.
 """
 
-from enum import StrEnum
+import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lorechat_pipeline.core.backends.upstash_client import URL_SETTING
+from lorechat_pipeline.core.bedrock_embedding import TITAN_V2
+from lorechat_pipeline.core.deployment import (
+    Backends,
+    EmbedderKind,
+    Environment,
+    VectorStoreKind,
+    backends_for,
+)
+from lorechat_pipeline.core.storage import is_s3_uri
 
-class Environment(StrEnum):
-    LOCAL = "local"
-    AWS = "aws"
+__all__ = [
+    "EmbedderKind",
+    "Environment",
+    "LorechatSettings",
+    "VectorStoreKind",
+    "load_settings",
+    "secret_variable_set",
+]
 
 
 class LorechatSettings(BaseSettings):
@@ -22,6 +39,9 @@ class LorechatSettings(BaseSettings):
     )
 
     environment: Environment = Environment.LOCAL
+    # Empty: what the environment chooses (local: lancedb and local; aws: upstash and bedrock).
+    vector_store: VectorStoreKind | None = None
+    embedder: EmbedderKind | None = None
     home: Path = Field(default=Path(".lorechat"))
     # A folder path or s3://bucket/prefix; defaults to $LORECHAT_HOME/inbox.
     source: str | None = None
@@ -52,6 +72,25 @@ class LorechatSettings(BaseSettings):
     # Tokens of each chunk the model reads (None: the model's limit); part of the model's id.
     embedding_max_tokens: int | None = Field(default=None, ge=4)
     ann_index_min_rows: int = Field(default=100_000, ge=256)
+
+    # Amazon Bedrock embeddings (LORECHAT_EMBEDDER=bedrock).
+    bedrock_embedding_model_id: str = TITAN_V2
+    bedrock_embedding_dimension: int = Field(default=1024, ge=1)
+    bedrock_embedding_normalize: bool = True
+    # invoke_model calls in flight per embedding step (Titan embeds one text per call).
+    bedrock_embedding_concurrency: int = Field(default=4, ge=1)
+    # A VPC interface endpoint or a test double; empty: the regional endpoint.
+    bedrock_endpoint_url: str | None = None
+
+    # Upstash Vector (LORECHAT_VECTOR_STORE=upstash): the index's REST URL under Upstash's own
+    # name. The token (UPSTASH_VECTOR_REST_TOKEN) is never held here: Dagster resolves it at
+    # launch through dg.EnvVar. Or both from an AWS Secrets Manager secret.
+    upstash_vector_rest_url: str | None = Field(
+        default=None, validation_alias=AliasChoices(URL_SETTING, "upstash_vector_rest_url")
+    )
+    upstash_secret_id: str | None = None
+    # Endpoint of a Secrets Manager-compatible service (LocalStack, moto); empty: AWS itself.
+    secrets_endpoint_url: str | None = None
 
     # Automation (sensors, schedules, blue/green promotion).
     sensor_interval_seconds: int = Field(default=30, ge=1)
@@ -91,7 +130,20 @@ class LorechatSettings(BaseSettings):
             raise ValueError(
                 "LORECHAT_CHUNK_OVERLAP must be smaller than LORECHAT_CHUNK_MAX_CHARACTERS"
             )
+        if self.environment is Environment.AWS:
+            # A container's disk does not outlive the task: everything kept lives in S3.
+            required = {"LORECHAT_SOURCE": self.source, "LORECHAT_PROCESSED": self.processed}
+            if self.backends.vector_store is VectorStoreKind.LANCEDB:
+                required["LORECHAT_INDEX_URI"] = self.index_uri
+            for name, value in required.items():
+                if not value or not is_s3_uri(value):
+                    raise ValueError(f"{name} must be an s3:// URI when LORECHAT_ENVIRONMENT=aws")
         return self
+
+    @property
+    def backends(self) -> Backends:
+        """The vector store and embedder this configuration runs (explicit, else environment's)."""
+        return backends_for(self.environment, self.vector_store, self.embedder)
 
     @property
     def home_path(self) -> Path:
@@ -116,3 +168,9 @@ class LorechatSettings(BaseSettings):
 
 def load_settings(**overrides: object) -> LorechatSettings:
     return LorechatSettings(**overrides)  # type: ignore[arg-type]
+
+
+def secret_variable_set(name: str) -> bool:
+    """Whether a secret's variable is set. Its value is not read: Dagster resolves dg.EnvVar at
+    launch (and hides it in the UI), so secrets never pass through configuration."""
+    return bool(os.environ.get(name))

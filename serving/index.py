@@ -1,13 +1,22 @@
 """The index as the serving container sees it: whatever version the alias names, opened through
-its manifest, and refused when the query embedder is not the one that built it."""
+its manifest, and refused when the query embedder is not the one that built it. On LanceDB (a
+folder or s3://) or on Upstash Vector (a namespace per version), as LORECHAT_VECTOR_STORE says."""
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lorechat_pipeline.core.aliases import AliasStore
+from lorechat_pipeline.core.backends.upstash_client import (
+    UpstashCredentials,
+    UpstashVectorClient,
+)
+from lorechat_pipeline.core.backends.upstash_index import UpstashVectorIndex, upstash_aliases
+from lorechat_pipeline.core.deployment import VectorStoreKind
 from lorechat_pipeline.core.embedding import Embedder
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.manifest import IndexManifest, ManifestMismatch
 from lorechat_pipeline.core.storage import object_store_at
 from lorechat_pipeline.core.vector_index import (
@@ -26,7 +35,7 @@ class IndexUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class ServedVersion:
-    index: LanceVectorIndex
+    index: VectorIndex
     table: str
     opened_at: float
 
@@ -42,15 +51,14 @@ class IndexReader:
     def __init__(self, settings: ServingSettings, embedder: Embedder) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.uri = settings.index_location
-        self.aliases = AliasStore(
-            object_store_at(
-                self.uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
-            )
-        )
-        self.storage_options = lance_storage_options(
-            self.uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
-        )
+        self.client: UpstashVectorClient | None = None
+        self.uri: str
+        self.aliases: AliasStore
+        self._open_version: Callable[[str], VectorIndex]
+        if settings.backends.vector_store is VectorStoreKind.UPSTASH:
+            self._connect_upstash(settings)
+        else:
+            self._connect_lancedb(settings)
         # The query embedder's side of the manifest: what an index must have been built with.
         self.embedder_manifest = IndexManifest(
             embedding_model=embedder.model_id,
@@ -69,13 +77,47 @@ class IndexReader:
     def expected_model(self) -> str:
         return self.embedder.model_id
 
-    def _open(self, table: str) -> LanceVectorIndex:
-        return LanceVectorIndex.open(
+    def _connect_lancedb(self, settings: ServingSettings) -> None:
+        self.uri = settings.index_location
+        self.aliases = AliasStore(
+            object_store_at(
+                self.uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
+            )
+        )
+        storage_options = lance_storage_options(
+            self.uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
+        )
+        self._open_version = lambda table: LanceVectorIndex.open(
             self.uri,
             table,
             expected_embedder=self.embedder_manifest,
-            storage_options=self.storage_options,
+            storage_options=storage_options,
         )
+
+    def _connect_upstash(self, settings: ServingSettings) -> None:
+        token = settings.upstash_vector_rest_token
+        credentials = UpstashCredentials.resolve(
+            url=settings.upstash_vector_rest_url,
+            token=token.get_secret_value() if token else None,
+            secret_id=settings.upstash_secret_id,
+            env={},  # the settings read the environment
+            region=settings.aws_region,
+            secrets_endpoint_url=settings.secrets_endpoint_url,
+        )
+        client = UpstashVectorClient(credentials)
+        self.client = client
+        self.uri = credentials.url
+        self.aliases = upstash_aliases(client)
+        self._open_version = lambda table: UpstashVectorIndex.open(
+            client, table, expected_embedder=self.embedder_manifest
+        )
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def _open(self, table: str) -> VectorIndex:
+        return self._open_version(table)
 
     def open_initial(self) -> ServedVersion:
         """At start-up: the alias target, which must match the embedder (else refuse to start)."""

@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass, field
 
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.ledger import CHUNKED, LedgerEntry
-from lorechat_pipeline.core.vector_index import LanceVectorIndex, sql_string
+from lorechat_pipeline.core.vector_index import sql_string
 
 
 @dataclass
@@ -23,7 +24,7 @@ class ShardVerification:
 
 
 def verify_shard(
-    index: LanceVectorIndex | None, shard: str, chunk_ledger: dict[str, LedgerEntry]
+    index: VectorIndex | None, shard: str, chunk_ledger: dict[str, LedgerEntry]
 ) -> ShardVerification:
     expected = {doc_id: e for doc_id, e in chunk_ledger.items() if e.status == CHUNKED}
     expected_rows = sum(e.chunk_count for e in expected.values())

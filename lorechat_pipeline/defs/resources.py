@@ -1,13 +1,17 @@
 """Resources per environment, built from settings in one function (never at import time)."""
 
-import os
 from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from lorechat_pipeline.core.backends.upstash_client import TOKEN_SETTING, URL_SETTING
 from lorechat_pipeline.core.storage import is_s3_uri, split_s3_uri
-from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
+from lorechat_pipeline.resources.embedder import (
+    BedrockEmbedderResource,
+    EmbedderResource,
+    SentenceTransformerEmbedderResource,
+)
 from lorechat_pipeline.resources.event_queue import EventQueueResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
 from lorechat_pipeline.resources.object_store import (
@@ -16,13 +20,22 @@ from lorechat_pipeline.resources.object_store import (
     S3BucketStore,
 )
 from lorechat_pipeline.resources.promotion_config import PromotionConfig
-from lorechat_pipeline.resources.vector_store import LanceDBVectorStore
-from lorechat_pipeline.settings import LorechatSettings
+from lorechat_pipeline.resources.vector_store import (
+    LanceDBVectorStore,
+    UpstashVectorStore,
+    VectorStoreResource,
+)
+from lorechat_pipeline.settings import (
+    EmbedderKind,
+    LorechatSettings,
+    VectorStoreKind,
+    secret_variable_set,
+)
 
 
 def _secret(name: str) -> Any:
     # Resolved at launch and hidden in the UI; absent means boto3's own chain (an ECS task role).
-    return dg.EnvVar(name) if os.environ.get(name) else None
+    return dg.EnvVar(name) if secret_variable_set(name) else None
 
 
 def s3_resource(settings: LorechatSettings) -> S3Resource:
@@ -57,6 +70,46 @@ def promotion_config(settings: LorechatSettings) -> PromotionConfig:
     )
 
 
+def embedder_resource(settings: LorechatSettings) -> EmbedderResource:
+    if settings.backends.embedder is EmbedderKind.BEDROCK:
+        return BedrockEmbedderResource(
+            model=settings.bedrock_embedding_model_id,
+            dimension=settings.bedrock_embedding_dimension,
+            normalize=settings.bedrock_embedding_normalize,
+            concurrency=settings.bedrock_embedding_concurrency,
+            aws_region=settings.aws_region,
+            bedrock_endpoint_url=settings.bedrock_endpoint_url,
+        )
+    return SentenceTransformerEmbedderResource(
+        model_path=settings.embedding_model_path,
+        batch_size=settings.embedding_batch_size,
+        max_tokens=settings.embedding_max_tokens,
+        aws_region=settings.aws_region,
+        bedrock_endpoint_url=settings.bedrock_endpoint_url,
+    )
+
+
+def vector_store_resource(settings: LorechatSettings) -> VectorStoreResource:
+    if settings.backends.vector_store is VectorStoreKind.UPSTASH:
+        return UpstashVectorStore(
+            # The URL from the settings when it is only in .env; the token only ever as EnvVar.
+            url=_secret(URL_SETTING) or settings.upstash_vector_rest_url,
+            token=_secret(TOKEN_SETTING),
+            secret_id=settings.upstash_secret_id,
+            aws_region=settings.aws_region,
+            secrets_endpoint_url=settings.secrets_endpoint_url,
+            table_name=settings.index_table,
+        )
+    return LanceDBVectorStore(
+        uri=settings.index_location,
+        table_name=settings.index_table,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        aws_region=settings.aws_region,
+        aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+    )
+
+
 def build_resources(settings: LorechatSettings) -> dict[str, Any]:
     resources: dict[str, Any] = {
         "source": object_store(settings.source_uri, settings),
@@ -74,20 +127,9 @@ def build_resources(settings: LorechatSettings) -> dict[str, Any]:
             deletion_guard_share=settings.deletion_guard_share,
             deletion_guard_min_documents=settings.deletion_guard_min_documents,
         ),
-        "embedder": SentenceTransformerEmbedderResource(
-            model_path=settings.embedding_model_path,
-            batch_size=settings.embedding_batch_size,
-            max_tokens=settings.embedding_max_tokens,
-        ),
+        "embedder": embedder_resource(settings),
         "promotion_config": promotion_config(settings),
-        "vector_store": LanceDBVectorStore(
-            uri=settings.index_location,
-            table_name=settings.index_table,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            aws_region=settings.aws_region,
-            aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
-        ),
+        "vector_store": vector_store_resource(settings),
     }
     if settings.sqs_queue_url:
         resources["event_queue"] = EventQueueResource(

@@ -1,9 +1,17 @@
-"""Embedding providers. Bedrock joins sentence-transformers in the production backends work."""
+"""Embedding providers: sentence-transformers (local) and Amazon Bedrock, one interface."""
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from lorechat_pipeline.core.bedrock_embedding import (
+    TITAN_V2,
+    BedrockEmbedder,
+    bedrock_model_id,
+    is_bedrock_model_id,
+)
 from lorechat_pipeline.core.embedding import (
     Embedder,
     SentenceTransformerEmbedder,
@@ -13,6 +21,10 @@ from lorechat_pipeline.core.manifest import IndexManifest
 
 
 class EmbedderResource(dg.ConfigurableResource, ABC):
+    # Where a Bedrock embedder is rebuilt from a manifest (whichever embedder is configured).
+    aws_region: str | None = None
+    bedrock_endpoint_url: str | None = None
+
     @abstractmethod
     def get_embedder(self) -> Embedder: ...
 
@@ -21,6 +33,13 @@ class EmbedderResource(dg.ConfigurableResource, ABC):
         configured = self.get_embedder()
         if manifest.embedding_model == configured.model_id:
             return configured
+        if is_bedrock_model_id(manifest.embedding_model):
+            return BedrockEmbedder.for_model_id(
+                manifest.embedding_model,
+                normalize=manifest.normalized,
+                region=self.aws_region,
+                endpoint_url=self.bedrock_endpoint_url,
+            )
         return SentenceTransformerEmbedder.for_model_id(manifest.embedding_model)
 
     @abstractmethod
@@ -47,3 +66,35 @@ class SentenceTransformerEmbedderResource(EmbedderResource):
 
     def model_id(self) -> str:
         return embedder_model_id(self.model_path, self.max_tokens)
+
+
+class BedrockEmbedderResource(EmbedderResource):
+    """Amazon Bedrock `invoke_model` (Titan Text Embeddings v2 by default); credentials from
+    boto3's chain (the task role in AWS). Steps that embed share the `embedding_provider` pool,
+    so runs together never exceed the account's quota by more than `concurrency` per slot."""
+
+    model: str = TITAN_V2
+    dimension: int = 1024
+    normalize: bool = True
+    concurrency: int = 4
+
+    _embedder: Any = PrivateAttr(default=None)
+
+    def get_embedder(self) -> Embedder:
+        if self._embedder is None:  # one client (and its connection pool) per resource
+            self._embedder = BedrockEmbedder.create(
+                model=self.model,
+                dimension=self.dimension,
+                normalize=self.normalize,
+                concurrency=self.concurrency,
+                region=self.aws_region,
+                endpoint_url=self.bedrock_endpoint_url,
+            )
+        embedder: Embedder = self._embedder
+        return embedder
+
+    def model_id(self) -> str:
+        return bedrock_model_id(self.model, self.dimension)
+
+    def model_version(self) -> str:
+        return f"{self.model_id()};{'normalized' if self.normalize else 'raw'};cosine"

@@ -1,16 +1,18 @@
 """Stage 4: bring the shard's rows in the vector index exactly in step with the embeddings."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.ledger import LedgerEntry
 from lorechat_pipeline.core.records import index_schema
 from lorechat_pipeline.core.storage import ObjectStore
 from lorechat_pipeline.core.tables import read_table
-from lorechat_pipeline.core.vector_index import DOCUMENTS_PER_COMMIT, LanceVectorIndex, sql_string
+from lorechat_pipeline.core.vector_index import DOCUMENTS_PER_COMMIT, sql_string
 
 
 class ArtifactMissing(RuntimeError):
@@ -26,6 +28,8 @@ class IndexReport:
     rows_deleted: int = 0
     rows_expected: int = 0
     rows_present: int = 0
+    # Chunks the backend could not hold (Upstash's per-vector limits), with their reasons.
+    quarantined: list[Any] = field(default_factory=list)
 
 
 def index_rows(
@@ -51,7 +55,7 @@ def index_rows(
 
 def index_shard(
     processed: ObjectStore,
-    index: LanceVectorIndex,
+    index: VectorIndex,
     shard: str,
     *,
     embedding_ledger: dict[str, LedgerEntry],
@@ -83,6 +87,7 @@ def index_shard(
         result = index.replace_documents(rows, targets)
         report.rows_written += result.written
         report.rows_deleted += result.deleted
+        report.quarantined += getattr(result, "quarantined", ())  # UpstashWriteResult's
         if on_documents:
             on_documents(len(batch))
     report.documents_replaced = len(replace)

@@ -15,8 +15,8 @@ from lorechat_pipeline.core.change_detection import (
 )
 from lorechat_pipeline.core.events import delete_messages, drain_queue, latest_per_key
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names, shard_of
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.promotion import check_candidate_parity
-from lorechat_pipeline.core.vector_index import LanceVectorIndex
 from lorechat_pipeline.defs.automation.requests import shards_run_request
 from lorechat_pipeline.defs.jobs import ingest_job, promote_job
 from lorechat_pipeline.resources.embedder import EmbedderResource
@@ -139,7 +139,7 @@ def promotion_request(
         return dg.SkipReason("no current index version yet (the first one promotes itself)")
     model_id = embedder.model_id()
     chunker = ingestion_config.chunking_options().fingerprint()
-    candidate: LanceVectorIndex | None = None
+    candidate: VectorIndex | None = None
     for table in vector_store.versions():
         if table == alias.table:
             continue
@@ -154,7 +154,8 @@ def promotion_request(
     parity = check_candidate_parity(candidate, processed_store.open(), shard_names(SHARD_COUNT))
     if not parity.passed:
         return dg.SkipReason(f"{candidate.name} is not complete yet: {parity.describe()}")
-    return dg.RunRequest(run_key=f"promote:{candidate.name}:{candidate.table.version}")
+    # Keyed by what the version holds (any backend): new rows since a refusal ask again.
+    return dg.RunRequest(run_key=f"promote:{candidate.name}:{parity.content_digest[:16]}")
 
 
 def build_promotion_sensor(settings: LorechatSettings) -> dg.SensorDefinition:

@@ -13,12 +13,13 @@ import dagster as dg
 
 from lorechat_pipeline.core.evaluation import derive_golden_queries, evaluate, judge
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.promotion import (
     check_candidate_parity,
     document_search,
     sample_chunks,
 )
-from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex
+from lorechat_pipeline.core.vector_index import IndexNotFound
 from lorechat_pipeline.defs.vectorization.assets import vector_index
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
@@ -70,7 +71,7 @@ def index_candidate(
     candidate = vector_store.open_for_write(manifest)
     current_table = vector_store.aliases().current_table()
     parity = check_candidate_parity(candidate, processed_store.open(), shard_names(SHARD_COUNT))
-    current: LanceVectorIndex | None = None
+    current: VectorIndex | None = None
     if current_table and current_table != candidate.name:
         try:
             current = vector_store.open_version(current_table)

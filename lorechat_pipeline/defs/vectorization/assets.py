@@ -44,6 +44,8 @@ def chunk_embeddings(
     model = embedder.get_embedder()
     layout = ingestion_config.layout(model)
     count_tokens = getattr(model, "count_tokens", None)
+    # A remote embedder counts what it was billed for instead (Bedrock's inputTextTokenCount).
+    billed_before = getattr(model, "input_tokens", 0)
     reports = [
         embed_shard(
             processed,
@@ -64,7 +66,8 @@ def chunk_embeddings(
             "documents_recovered": sum(r.recovered for r in reports),
             "documents_removed": sum(r.removed for r in reports),
             "chunks": chunks,
-            "tokens": sum(r.tokens for r in reports),
+            "tokens": sum(r.tokens for r in reports)
+            or getattr(model, "input_tokens", 0) - billed_before,
             "embedding_model": model.model_id,
             "encode_seconds": round(encode_seconds, 3),
             "chunks_per_second": round(chunks / encode_seconds, 1) if encode_seconds else 0.0,
@@ -113,6 +116,9 @@ def vector_index(
     if aliases.read() is None:
         # The first version of an index has nothing to protect: it is current as soon as it exists.
         aliases.promote(index.name, reason="the first version of the index")
+    quarantined = [chunk for r in reports for chunk in r.quarantined]
+    for chunk in quarantined:
+        context.log.warning(f"chunk {chunk.chunk_id} not indexed: {chunk.reason}")
     replaced = sum(r.documents_replaced for r in reports)
     deleted = sum(r.documents_deleted for r in reports)
     maintenance = index.maintain(ingestion_config.ann_index_min_rows) if replaced or deleted else []
@@ -126,6 +132,14 @@ def vector_index(
             "chunks_deleted": sum(r.rows_deleted for r in reports),
             "chunks_in_shards": sum(r.rows_present for r in reports),
             "chunks_in_index": index.count(),
+            # Chunks the index cannot hold (Upstash: metadata > 48 KiB or text > 1 MiB).
+            "chunks_quarantined": len(quarantined),
+            "quarantined_chunks": dg.MetadataValue.json(
+                [
+                    {"chunk_id": c.chunk_id, "document_id": c.document_id, "reason": c.reason}
+                    for c in quarantined[:50]
+                ]
+            ),
             "index_maintenance": ", ".join(maintenance) or "none",
             "seconds": round(time.perf_counter() - started, 3),
         }
