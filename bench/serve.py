@@ -7,7 +7,7 @@ near-duplicates with small noise so the vector distribution stays realistic, the
 and full-text indexes the pipeline builds), starts `python -m serving` on loopback (a real uvicorn
 process), drives `/v1/search` with concurrent clients in dense and hybrid modes, and prints
 p50/p95/p99 latency and requests/s beside the in-process floor (embed + index search, no HTTP)
-measured in the same run.
+measured in the same run, with the query encoder the server runs (ONNX by default).
 """
 
 import argparse
@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,11 +31,13 @@ import numpy as np
 import pyarrow as pa
 
 from lorechat_pipeline.core.aliases import AliasStore
-from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
+from lorechat_pipeline.core.embedding import Embedder, SentenceTransformerEmbedder
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.records import index_schema
 from lorechat_pipeline.core.storage import LocalObjectStore
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from serving.query_encoder import build_query_embedder
+from serving.settings import ServingSettings
 
 TOPICS = [
     "solar panels",
@@ -162,11 +165,18 @@ def drive(
     }
 
 
-def floor(uri: str, embedder: SentenceTransformerEmbedder, queries: list[str]) -> dict[str, float]:
+def floor(uri: str, embedder: Embedder, queries: list[str]) -> dict[str, Any]:
+    """Embed + search in this process, one query at a time: what HTTP and concurrency add to."""
     from serving.search import SearchMode, search
 
     index = LanceVectorIndex.open(uri, AliasStore(LocalObjectStore(uri)).current_table() or "")
-    result = {}
+    result: dict[str, Any] = {}
+    encode = []
+    for query in queries:
+        started = time.perf_counter()
+        embedder.embed_query(query)
+        encode.append(time.perf_counter() - started)
+    result["query_encode"] = percentiles(encode)
     for mode in (SearchMode.DENSE, SearchMode.HYBRID):
         samples = []
         for query in queries:
@@ -200,8 +210,16 @@ def main() -> None:
     queries = [f"who do I contact about {topic}?" for topic in TOPICS]
     queries += [f"steps to follow for {topic} variant {n}" for topic in TOPICS for n in range(9)]
 
+    # The query encoder the server runs (ONNX by default), exported once for both.
+    serving_settings = ServingSettings(home=root, query_encoder_dir=root / "query-encoder")
+    query_embedder = build_query_embedder(serving_settings)
     port = free_port()
-    env = {**os.environ, "LORECHAT_INDEX_URI": uri, "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000"}
+    env = {
+        **os.environ,
+        "LORECHAT_INDEX_URI": uri,
+        "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000",
+        "LORECHAT_QUERY_ENCODER_DIR": str(root / "query-encoder"),
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(port)],
         env=env,
@@ -232,7 +250,8 @@ def main() -> None:
                 mode: drive(url, mode, args.clients, args.seconds, queries)
                 for mode in ("dense", "hybrid")
             },
-            "in_process_floor": floor(uri, embedder, queries),
+            "query_encoder": type(query_embedder).__name__,
+            "in_process_floor": floor(uri, query_embedder, queries),
         }
     finally:
         os.killpg(server.pid, signal.SIGTERM)

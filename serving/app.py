@@ -49,7 +49,7 @@ from serving.models import (
     UploadResponse,
 )
 from serving.observability import Metrics, request_id_var
-from serving.query_encoder import build_query_embedder
+from serving.query_encoder import build_query_embedder, concurrent_encodes
 from serving.search import RESULT_COLUMNS, Hit, InvalidFilter, SearchMode, filter_sql, search
 from serving.settings import ApiKey, GeneratorKind, ServingSettings
 from serving.uploads import UploadRefused, presigned_upload
@@ -76,7 +76,11 @@ class Services:
     generator: Generator
     metrics: Metrics
     _s3: Any = None
-    embed_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Encodes at once: torch uses every core for one query (one at a time), a one-thread ONNX
+    # session one core (one per core).
+    encode_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(1)
+    )
 
     def s3(self) -> Any:
         if self._s3 is None:
@@ -209,6 +213,7 @@ def create_app(
             limiter=RateLimiter(settings.rate_limit_per_minute),
             generator=build_generator(settings),
             metrics=Metrics(),
+            encode_slots=threading.BoundedSemaphore(concurrent_encodes(model)),
         )
         services.metrics.index_rows.set(served.index.count())
         app.state.services = services
@@ -372,11 +377,10 @@ def create_app(
         served = found.reader.current()
         vector = None
         if mode is not SearchMode.KEYWORD:
-            # One encode at a time: torch already uses every core for one query; concurrent
-            # encodes from the thread pool only oversubscribe them.
-            with found.embed_lock:
+            # Concurrent encodes beyond the cores only oversubscribe them.
+            with found.encode_slots:
                 vector = found.embedder.embed_query(query)
-        hits = search(served.index, mode, query, vector, k, where)
+        hits = search(served.index, mode, query, vector, k, where, nprobes=settings.search_nprobes)
         return [to_hit(hit) for hit in hits], served.table
 
     @app.get("/healthz", tags=["health"], summary="Liveness")

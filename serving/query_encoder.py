@@ -6,10 +6,13 @@ or in a cache under LORECHAT_HOME, and made there on first use when torch is ins
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from lorechat_pipeline.core.bedrock_embedding import BedrockEmbedder
+from lorechat_pipeline.core.deployment import EmbedderKind
 from lorechat_pipeline.core.embedding import (
     Embedder,
     SentenceTransformerEmbedder,
@@ -34,6 +37,16 @@ def export_folder(settings: ServingSettings, model_id: str) -> Path:
 
 
 def build_query_embedder(settings: ServingSettings) -> Embedder:
+    if settings.backends.embedder is EmbedderKind.BEDROCK:
+        # The index's vectors came from Bedrock: so do the queries' (one call per query).
+        return BedrockEmbedder.create(
+            model=settings.bedrock_embedding_model_id,
+            dimension=settings.bedrock_embedding_dimension,
+            normalize=settings.bedrock_embedding_normalize,
+            concurrency=1,
+            region=settings.aws_region,
+            endpoint_url=settings.bedrock_endpoint_url,
+        )
     if settings.query_encoder is QueryEncoder.TORCH:
         return SentenceTransformerEmbedder(
             settings.embedding_model_path, max_tokens=settings.embedding_max_tokens
@@ -53,6 +66,15 @@ def build_query_embedder(settings: ServingSettings) -> Embedder:
     if found is None:
         export_into(folder, settings)
     return OnnxEmbedder(folder, threads=settings.query_encoder_threads)
+
+
+def concurrent_encodes(embedder: Embedder) -> int:
+    """How many queries to encode at once without oversubscribing the cores."""
+    if isinstance(embedder, OnnxEmbedder):
+        return max(1, (os.cpu_count() or 1) // embedder.threads)
+    if isinstance(embedder, BedrockEmbedder):
+        return 16  # remote calls: waiting on the network, not the cores
+    return 1
 
 
 def export_into(folder: Path, settings: ServingSettings) -> None:

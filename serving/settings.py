@@ -10,8 +10,18 @@ import json
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lorechat_pipeline.core.backends.upstash_client import TOKEN_SETTING, URL_SETTING
+from lorechat_pipeline.core.bedrock_embedding import TITAN_V2
+from lorechat_pipeline.core.deployment import (
+    Backends,
+    EmbedderKind,
+    Environment,
+    VectorStoreKind,
+    backends_for,
+)
 
 
 class GeneratorKind(StrEnum):
@@ -47,6 +57,24 @@ class ServingSettings(BaseSettings):
     )
 
     home: Path = Field(default=Path(".lorechat"))
+    # As in the pipeline: the environment chooses the backends (core/deployment.py), and
+    # LORECHAT_VECTOR_STORE / LORECHAT_EMBEDDER override it.
+    environment: Environment = Environment.LOCAL
+    vector_store: VectorStoreKind | None = None
+    embedder: EmbedderKind | None = None
+    # Upstash Vector, under Upstash's own names; or both from a Secrets Manager secret.
+    upstash_vector_rest_url: str | None = Field(
+        default=None, validation_alias=AliasChoices(URL_SETTING, "upstash_vector_rest_url")
+    )
+    upstash_vector_rest_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices(TOKEN_SETTING, "upstash_vector_rest_token")
+    )
+    upstash_secret_id: str | None = None
+    secrets_endpoint_url: str | None = None
+    # Queries embedded by Bedrock when LORECHAT_EMBEDDER=bedrock (the pipeline's settings).
+    bedrock_embedding_model_id: str = TITAN_V2
+    bedrock_embedding_dimension: int = Field(default=1024, ge=1)
+    bedrock_embedding_normalize: bool = True
     index_uri: str | None = None
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
@@ -58,6 +86,8 @@ class ServingSettings(BaseSettings):
     query_encoder_dir: Path | None = None
     # Threads per query; concurrent requests run side by side on the other cores.
     query_encoder_threads: int = Field(default=1, ge=1)
+    # IVF partitions a dense search probes at least (more only when a filter needs them).
+    search_nprobes: int = Field(default=8, ge=1)
     # How often the alias is re-read: a promotion is served within this many seconds.
     alias_check_seconds: float = Field(default=5.0, ge=0.0)
 
@@ -105,6 +135,10 @@ class ServingSettings(BaseSettings):
     @classmethod
     def _keys_from_json(cls, value: object) -> object:
         return json.loads(value) if isinstance(value, str) else value
+
+    @property
+    def backends(self) -> Backends:
+        return backends_for(self.environment, self.vector_store, self.embedder)
 
     @property
     def index_location(self) -> str:

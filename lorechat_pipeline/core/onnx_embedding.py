@@ -74,9 +74,10 @@ def export_query_encoder(
     modules = list(model)
     pooling = modules[1] if len(modules) > 1 else None
     # sentence-transformers 6 names the mode `pooling_mode`; older releases had a getter.
-    pooling_mode = getattr(pooling, "pooling_mode", None) or getattr(
-        pooling, "get_pooling_mode_str", lambda: "none"
-    )()
+    pooling_mode = (
+        getattr(pooling, "pooling_mode", None)
+        or getattr(pooling, "get_pooling_mode_str", lambda: "none")()
+    )
     if len(modules) != 3 or pooling_mode != "mean" or type(modules[2]).__name__ != "Normalize":
         raise OnnxExportError(
             "only transformer → mean pooling → normalize models can be exported, not "
@@ -142,6 +143,7 @@ class OnnxEmbedder(Embedder):
         self.dimension = self.info.dimension
         self.normalized = self.info.normalized
         self.batch_size = batch_size
+        self.threads = threads
         options = onnxruntime.SessionOptions()
         # One thread per query: requests run side by side on the cores instead of contending
         # for them inside each query.
