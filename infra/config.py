@@ -6,6 +6,7 @@ field here, so a reviewer sees in one file what prod changes compared with dev.
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
@@ -84,10 +85,11 @@ class PipelineConfig:
     code_server: TaskSize = TaskSize(cpu=512, memory_mib=2048)
     # One run = one Fargate task (EcsRunLauncher): parsing and local embedding are CPU-bound.
     run: TaskSize = TaskSize(cpu=2048, memory_mib=8192)
-    # `local` (sentence-transformers inside the run task) or `bedrock`.
-    embedder: str = "local"
-    # `lancedb` (the index bucket) or `upstash`.
-    vector_store: str = "lancedb"
+    # LORECHAT_EMBEDDER: sentence-transformers inside the run task, or Amazon Bedrock.
+    embedder: Literal["local", "bedrock"] = "local"
+    # LORECHAT_VECTOR_STORE: LanceDB in the index bucket, or Upstash Vector (credentials from
+    # the Upstash secret).
+    vector_store: Literal["lancedb", "upstash"] = "lancedb"
     bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"
     # Who may open the Dagster UI on its internal ALB besides the VPC itself (VPN, peered nets).
     webserver_client_cidrs: tuple[str, ...] = ()
@@ -104,7 +106,6 @@ class ServingConfig:
     container_port: int = 8000
     fargate_spot: bool = True
     bedrock_model_id: str = "amazon.nova-micro-v1:0"
-    upload_prefix: str = "uploads/"
     cors_origins: tuple[str, ...] = ()
     # The region's `com.amazonaws.global.cloudfront.origin-facing` managed prefix list
     # (`aws ec2 describe-managed-prefix-lists`); pl-3b927c52 is us-east-1's. It counts as ~55
@@ -202,6 +203,10 @@ class EnvironmentConfig:
     retain_data: bool = False
     termination_protection: bool = False
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_WEEK
+    # Where documents live in the source bucket: the pipeline's source root (its first folder
+    # below names the collection) and where the serving API presigns uploads
+    # (`<prefix><collection>/<file>`).
+    documents_prefix: str = "documents/"
     # Noncurrent object versions kept this long before S3 expires them.
     noncurrent_version_days: int = 7
     container_insights: bool = False

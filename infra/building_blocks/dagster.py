@@ -233,6 +233,8 @@ class DagsterDeployment(Construct):
             assign_public_ip=assign_public_ip,
             description="Dagster webserver: only from its internal load balancer",
             enable_execute_command=True,
+            # The image carries torch: give the webserver time to start before ALB checks count.
+            health_check_grace_period=Duration.seconds(180),
         )
 
         load_balancer_group = ec2.SecurityGroup(
@@ -316,6 +318,7 @@ class DagsterDeployment(Construct):
         min_healthy_percent: int = 100,
         max_healthy_percent: int = 200,
         enable_execute_command: bool = False,
+        health_check_grace_period: Duration | None = None,
     ) -> ecs.FargateService:
         security_group = ec2.SecurityGroup(
             self, f"{construct_id}SecurityGroup", vpc=vpc, description=description
@@ -336,10 +339,7 @@ class DagsterDeployment(Construct):
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             enable_execute_command=enable_execute_command,
             propagate_tags=ecs.PropagatedTagSource.SERVICE,
-            # The image carries torch: give the code location time to import before checks.
-            health_check_grace_period=Duration.seconds(180)
-            if construct_id == "Webserver"
-            else None,
+            health_check_grace_period=health_check_grace_period,
         )
 
     def _tasks_in_cluster(self, stack: Stack) -> str:

@@ -84,7 +84,7 @@ class EdgeFirewall(Construct):
         self.web_acl_arn = self.web_acl.attr_arn
 
 
-class Distribution(Construct):
+class ServingDistribution(Construct):
     """CloudFront in front of the serving ALB.
 
     - `/static/*`: cached (1 day default), compressed with Brotli and gzip;

@@ -119,7 +119,8 @@ def upload_cors(origins: Sequence[str]) -> list[s3.CorsRule]:
 
 
 class ObjectEventQueue(Construct):
-    """S3 object-created and object-removed events of one bucket, queued for the event sensor.
+    """S3 object-created and object-removed events under one prefix of a bucket, queued for the
+    event sensor.
 
     Messages that fail `max_receive_count` times move to a dead-letter queue kept for 14 days.
     Both queues are encrypted with SQS-managed keys (S3 can publish to those without a key
@@ -132,6 +133,7 @@ class ObjectEventQueue(Construct):
         construct_id: str,
         *,
         bucket: s3.Bucket,
+        key_prefix: str,
         queue_name: str,
         dead_letter_queue_name: str,
         visibility_timeout_seconds: int = 300,
@@ -159,5 +161,6 @@ class ObjectEventQueue(Construct):
             ),
         )
         destination = s3n.SqsDestination(self.queue)
-        bucket.add_event_notification(s3.EventType.OBJECT_CREATED, destination)
-        bucket.add_event_notification(s3.EventType.OBJECT_REMOVED, destination)
+        documents = s3.NotificationKeyFilter(prefix=key_prefix)
+        bucket.add_event_notification(s3.EventType.OBJECT_CREATED, destination, documents)
+        bucket.add_event_notification(s3.EventType.OBJECT_REMOVED, destination, documents)

@@ -76,6 +76,7 @@ class DataStack(Stack):
             self,
             "SourceEvents",
             bucket=self.source,
+            key_prefix=config.documents_prefix,
             queue_name=names.events_queue,
             dead_letter_queue_name=names.events_dead_letter_queue,
         )

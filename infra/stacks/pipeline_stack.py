@@ -39,7 +39,7 @@ class PipelineStack(Stack):
         environment = {
             "LORECHAT_ENVIRONMENT": "aws",
             "LORECHAT_HOME": "/tmp/lorechat",
-            "LORECHAT_SOURCE": stored.s3_uri(stored.source),
+            "LORECHAT_SOURCE": stored.s3_uri(stored.source, config.documents_prefix),
             "LORECHAT_PROCESSED": stored.s3_uri(stored.processed),
             "LORECHAT_INDEX_URI": stored.s3_uri(stored.index, "index"),
             "LORECHAT_AWS_REGION": self.region,

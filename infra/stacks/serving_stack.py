@@ -9,7 +9,7 @@ from aws_cdk import aws_route53_targets as targets
 from constructs import Construct
 
 from infra.building_blocks.data_access import DataAccess
-from infra.building_blocks.edge import Distribution
+from infra.building_blocks.edge import ServingDistribution
 from infra.building_blocks.images import serving_image
 from infra.building_blocks.nag import S3_READ_ACTIONS, acknowledge_wildcards
 from infra.building_blocks.network import Network
@@ -62,7 +62,7 @@ class ServingStack(Stack):
             "LORECHAT_SERVE_HOST": "0.0.0.0",
             "LORECHAT_SERVE_PORT": str(serving.container_port),
             "LORECHAT_UPLOAD_BUCKET": stored.source.bucket_name,
-            "LORECHAT_UPLOAD_PREFIX": serving.upload_prefix,
+            "LORECHAT_UPLOAD_PREFIX": config.documents_prefix,
             "LORECHAT_GENERATOR": "bedrock",
             "LORECHAT_BEDROCK_MODEL_ID": serving.bedrock_model_id,
             "LORECHAT_VECTOR_STORE": config.pipeline.vector_store,
@@ -93,7 +93,7 @@ class ServingStack(Stack):
             access_logs=data.access_logs,
             origin_certificate=origin_certificate,
         )
-        self.cdn = Distribution(
+        self.cdn = ServingDistribution(
             self,
             "Cdn",
             load_balancer=self.service.load_balancer,
@@ -135,7 +135,7 @@ class ServingStack(Stack):
         # the chat model (Converse and ConverseStream) and the query embedding model.
         role = self.service.task_role
         stored.index.grant_read(role)
-        uploads = f"{serving.upload_prefix}*"
+        uploads = f"{config.documents_prefix}*"
         stored.source.grant_put(role, uploads)
         role.add_to_principal_policy(
             iam.PolicyStatement(

@@ -85,6 +85,10 @@ def test_object_events_go_to_a_queue_with_a_dead_letter_queue(dev: Synthesized) 
         "s3:ObjectCreated:*",
         "s3:ObjectRemoved:*",
     }
+    for item in notifications:
+        assert item["Filter"]["Key"]["FilterRules"] == [
+            {"Name": "prefix", "Value": dev.config.documents_prefix}
+        ]
     # S3 may send to the queue, and only for this bucket; nobody may use it without TLS.
     statements = [
         statement

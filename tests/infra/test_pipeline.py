@@ -98,7 +98,8 @@ def test_environment_points_at_the_data_stack_resources(dev: Synthesized) -> Non
     template = dev.template(dev.deployment.pipeline)
     run = environment(container(template, RUN_CONTAINER_NAME))
     names = dev.config.names
-    assert run["LORECHAT_SOURCE"] == f"s3://{names.source_bucket}/"
+    # Uploads land in <documents prefix><collection>/: the prefix is the pipeline's source root.
+    assert run["LORECHAT_SOURCE"] == f"s3://{names.source_bucket}/{dev.config.documents_prefix}"
     assert run["LORECHAT_PROCESSED"] == f"s3://{names.processed_bucket}/"
     assert run["LORECHAT_INDEX_URI"] == f"s3://{names.index_bucket}/index"
     assert run["LORECHAT_AWS_REGION"] == "us-east-1"

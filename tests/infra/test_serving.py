@@ -152,7 +152,7 @@ def test_serving_environment_and_secrets(dev: Synthesized) -> None:
     assert values["LORECHAT_SERVE_HOST"] == "0.0.0.0"
     assert values["LORECHAT_SERVE_PORT"] == "8000"
     assert values["LORECHAT_UPLOAD_BUCKET"] == names.source_bucket
-    assert values["LORECHAT_UPLOAD_PREFIX"] == dev.config.serving.upload_prefix
+    assert values["LORECHAT_UPLOAD_PREFIX"] == dev.config.documents_prefix
     assert values["LORECHAT_GENERATOR"] == "bedrock"
     assert values["LORECHAT_BEDROCK_MODEL_ID"] == dev.config.serving.bedrock_model_id
     assert json.loads(values["LORECHAT_CORS_ORIGINS"]) == list(dev.config.serving.cors_origins)
@@ -168,7 +168,7 @@ def test_least_privilege_for_the_api(dev: Synthesized) -> None:
     names = dev.config.names
     puts = [s for s in statements if "s3:PutObject" in as_list(s["Action"])]
     assert [str(resource) for s in puts for resource in as_list(s["Resource"])] == [
-        f"arn:aws:s3:::{names.source_bucket}/{dev.config.serving.upload_prefix}*"
+        f"arn:aws:s3:::{names.source_bucket}/{dev.config.documents_prefix}*"
     ]
     index_reads = [
         s
