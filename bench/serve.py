@@ -5,8 +5,9 @@
 Builds an index of `--rows` chunks (real embeddings of a base set of passages, spread into
 near-duplicates with small noise so the vector distribution stays realistic, then the IVF_FLAT
 and full-text indexes the pipeline builds), starts `python -m serving` on loopback (a real uvicorn
-process), drives `/v1/search` with concurrent clients in dense and hybrid modes, and prints
-p50/p95/p99 latency and requests/s beside the in-process floor (embed + index search, no HTTP)
+process), drives `/v1/search` in dense and hybrid modes with one client (latency on an idle
+server) and with `--clients` concurrent clients (throughput), and prints p50/p95/p99 latency and
+requests/s beside the in-process floor (embed + index search, no HTTP)
 measured in the same run, with the query encoder the server runs (ONNX by default).
 """
 
@@ -246,6 +247,11 @@ def main() -> None:
             "index_build_seconds": round(build_seconds, 1),
             "clients": args.clients,
             "seconds_per_mode": args.seconds,
+            # Latency as one caller sees it on an idle server, then throughput and latency
+            # under `--clients` concurrent callers (where latency is mostly queueing).
+            "http_one_client": {
+                mode: drive(url, mode, 1, args.seconds, queries) for mode in ("dense", "hybrid")
+            },
             "http": {
                 mode: drive(url, mode, args.clients, args.seconds, queries)
                 for mode in ("dense", "hybrid")
