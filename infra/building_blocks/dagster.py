@@ -37,6 +37,8 @@ CODE_SERVER_NAME = "code"
 RUN_CONTAINER_NAME = "run"  # dagster.yaml: run_launcher.config.container_name
 RUN_TASK_DEFINITION_ENV = "DAGSTER_RUN_TASK_DEFINITION_ARN"  # dagster.yaml: task_definition.env
 LOCATION_MODULE = "lorechat_pipeline.definitions"
+COMPUTE_LOG_BUCKET_ENV = "DAGSTER_COMPUTE_LOG_BUCKET"  # dagster.yaml: compute_logs.config.bucket
+COMPUTE_LOG_PREFIX = "dagster/compute-logs/"  # dagster.yaml: compute_logs.config.prefix
 
 
 class DagsterDeployment(Construct):
@@ -54,6 +56,7 @@ class DagsterDeployment(Construct):
         image: ecs.ContainerImage,
         database: DagsterDatabase,
         database_secret: secretsmanager.ISecret,
+        compute_log_bucket: s3.IBucket,
         config: PipelineConfig,
         app_environment: Mapping[str, str],
         app_secrets: Mapping[str, ecs.Secret],
@@ -86,7 +89,11 @@ class DagsterDeployment(Construct):
         )
         self._security_groups: dict[str, ec2.SecurityGroup] = {}
 
-        postgres_environment = {
+        # What dagster.yaml reads, in every Dagster container (runs included).
+        instance_environment = {
+            "AWS_REGION": stack.region,
+            "AWS_DEFAULT_REGION": stack.region,
+            COMPUTE_LOG_BUCKET_ENV: compute_log_bucket.bucket_name,
             "DAGSTER_PG_HOST": database.instance.db_instance_endpoint_address,
             "DAGSTER_PG_PORT": str(DATABASE_PORT),
             "DAGSTER_PG_DB": DATABASE_NAME,
@@ -110,14 +117,14 @@ class DagsterDeployment(Construct):
             RUN_CONTAINER_NAME,
             image=image,
             # EcsRunLauncher overrides the command with `dagster api execute_run ...`.
-            environment={**app_environment, **postgres_environment},
+            environment={**app_environment, **instance_environment},
             secrets={**app_secrets, **postgres_secrets},
             logging=awslogs(self.log_group, "run"),
         )
         self.run_role = self.run_task_definition.task_role
 
         control_environment = {
-            **postgres_environment,
+            **instance_environment,
             RUN_TASK_DEFINITION_ENV: self.run_task_definition.task_definition_arn,
         }
         grpc_target = [

@@ -1,6 +1,7 @@
 from aws_cdk import Duration, Stack
 from constructs import Construct
 
+from infra.building_blocks.dagster import COMPUTE_LOG_PREFIX
 from infra.building_blocks.database import DagsterDatabase
 from infra.building_blocks.nag import acknowledge
 from infra.building_blocks.network import Network
@@ -61,6 +62,12 @@ class DataStack(Stack):
             removal_policy=removal,
             noncurrent_version_expiration=noncurrent,
         ).bucket
+        self.processed.add_lifecycle_rule(
+            id="expire-dagster-compute-logs",
+            prefix=COMPUTE_LOG_PREFIX,
+            expiration=Duration.days(30),
+            noncurrent_version_expiration=Duration.days(1),
+        )
         # LanceDB writes immutable fragments and manifests; versioning adds a safety net for
         # an accidental delete, and noncurrent versions expire.
         self.index = SecureBucket(

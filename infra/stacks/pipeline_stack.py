@@ -3,7 +3,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from infra.building_blocks.dagster import DagsterDeployment
+from infra.building_blocks.dagster import COMPUTE_LOG_PREFIX, DagsterDeployment
 from infra.building_blocks.data_access import DataAccess
 from infra.building_blocks.images import pipeline_image
 from infra.building_blocks.nag import S3_READ_ACTIONS, S3_WRITE_ACTIONS, acknowledge_wildcards
@@ -64,6 +64,7 @@ class PipelineStack(Stack):
             image=pipeline_image(),
             database=data.database,
             database_secret=stored.database_secret,
+            compute_log_bucket=stored.processed,
             config=pipeline,
             app_environment=environment,
             app_secrets=secrets,
@@ -83,6 +84,8 @@ class PipelineStack(Stack):
         for bucket in (stored.source, stored.processed, stored.index):
             bucket.grant_read(code)
         stored.events_queue.grant_consume_messages(code)
+        # Step logs (dagster.yaml compute_logs): runs write them, the webserver shows them.
+        stored.processed.grant_read(self.dagster.webserver_role, f"{COMPUTE_LOG_PREFIX}*")
         embed = iam.PolicyStatement(
             actions=["bedrock:InvokeModel"],
             resources=[bedrock_model_arn(self, pipeline.bedrock_embedding_model_id)],
@@ -111,6 +114,13 @@ class PipelineStack(Stack):
             reason="A run reads any source document and rewrites any object of the processed "
             "and index buckets (LanceDB fragments, manifests, old versions): object keys are "
             "data, so the grant is every object of exactly these three buckets.",
+        )
+        acknowledge_wildcards(
+            self.dagster.webserver_role,
+            actions=S3_READ_ACTIONS,
+            resources=[stored.processed.arn_for_objects(f"{COMPUTE_LOG_PREFIX}*")],
+            reason="The webserver shows step logs: it reads objects under the compute-log prefix "
+            "of the processed bucket only, whose keys are run and step ids.",
         )
         acknowledge_wildcards(
             code,

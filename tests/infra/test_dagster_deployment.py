@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.building_blocks.dagster import RUN_CONTAINER_NAME, RUN_TASK_DEFINITION_ENV
+from infra.building_blocks.dagster import (
+    COMPUTE_LOG_BUCKET_ENV,
+    COMPUTE_LOG_PREFIX,
+    RUN_CONTAINER_NAME,
+    RUN_TASK_DEFINITION_ENV,
+)
 from infra.building_blocks.images import PIPELINE_DOCKERFILE, REPO_ROOT
 
 INSTANCE_YAML = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
@@ -24,6 +29,8 @@ def task_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in POSTGRES_VARIABLES:
         monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "placeholder")
     monkeypatch.setenv(RUN_TASK_DEFINITION_ENV, "arn:aws:ecs:us-east-1:1:task-definition/run:1")
+    monkeypatch.setenv(COMPUTE_LOG_BUCKET_ENV, "lorechat-dev-processed")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
 
 
 def test_instance_config_is_valid_for_dagster(task_environment: None) -> None:
@@ -40,6 +47,15 @@ def test_instance_config_is_valid_for_dagster(task_environment: None) -> None:
         convert_potential_field(EcsRunLauncher.config_type()).config_type, launcher["config"]
     )
     assert checked.success, checked.errors
+    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
+
+    logs = config["compute_logs"]
+    assert logs["class"] == "S3ComputeLogManager"
+    checked_logs = process_config(
+        convert_potential_field(S3ComputeLogManager.config_type()).config_type, logs["config"]
+    )
+    assert checked_logs.success, checked_logs.errors
+    assert f"{checked_logs.value['prefix']}/" == COMPUTE_LOG_PREFIX
     storage = process_config(
         convert_potential_field(DagsterPostgresStorage.config_type()).config_type,
         config["storage"]["postgres"],
@@ -71,7 +87,7 @@ def test_the_instance_starts_with_this_queue_monitoring_and_retention(
     import dagster as dg
 
     config = yaml.safe_load(INSTANCE_YAML.read_text())
-    del config["storage"], config["run_launcher"]
+    del config["storage"], config["run_launcher"], config["compute_logs"]
     # EcsRunLauncher resumes runs; the default launcher standing in for it here cannot.
     config["run_monitoring"]["max_resume_run_attempts"] = 0
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))

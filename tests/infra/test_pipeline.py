@@ -2,6 +2,8 @@ from aws_cdk.assertions import Match
 
 from infra.building_blocks.dagster import (
     CODE_SERVER_PORT,
+    COMPUTE_LOG_BUCKET_ENV,
+    COMPUTE_LOG_PREFIX,
     RUN_CONTAINER_NAME,
     RUN_TASK_DEFINITION_ENV,
     WEBSERVER_PORT,
@@ -106,6 +108,25 @@ def test_environment_points_at_the_data_stack_resources(dev: Synthesized) -> Non
     queue_url = str(run["LORECHAT_SQS_QUEUE_URL"])
     assert names.events_queue in queue_url
     assert run["DAGSTER_PG_PORT"] == "5432"
+
+
+def test_every_dagster_container_gets_what_dagster_yaml_reads(dev: Synthesized) -> None:
+    template = dev.template(dev.deployment.pipeline)
+    for name in (RUN_CONTAINER_NAME, "code-server", "daemon", "webserver"):
+        definition = container(template, name)
+        values = environment(definition)
+        assert values[COMPUTE_LOG_BUCKET_ENV] == dev.config.names.processed_bucket
+        assert values["AWS_REGION"] == "us-east-1"
+        assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB"} <= set(values)
+        assert {"DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD"} <= set(secrets(definition))
+    processed = next(
+        bucket
+        for bucket in properties_of(dev.template(dev.deployment.data), "AWS::S3::Bucket")
+        if bucket["BucketName"] == dev.config.names.processed_bucket
+    )
+    rules = {rule["Id"]: rule for rule in processed["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-dagster-compute-logs"]["Prefix"] == COMPUTE_LOG_PREFIX
+    assert rules["expire-dagster-compute-logs"]["ExpirationInDays"] == 30
 
 
 def test_credentials_come_from_secrets_manager_never_plain_environment(
