@@ -50,7 +50,7 @@ class ApplicationSecrets(Construct):
             "ApiKeys",
             secret_name=api_keys_secret_name,
             description="LORECHAT_API_KEYS: JSON list of {name, sha256, collections} "
-            "(hashes only; `lorechat keys create` prints one).",
+            "(SHA-256 hex of each key, never the key; see the README).",
             # Not a credential: an entry whose hash no key has, so the app starts (it refuses
             # to listen publicly without keys) and refuses every request until real hashes
             # are put in.
@@ -67,5 +67,5 @@ class ApplicationSecrets(Construct):
             self.api_keys,
             "AwsSolutions-SMG4",
             "Holds SHA-256 hashes of client API keys, not a credential AWS can rotate; keys are "
-            "rotated by issuing new ones (`lorechat keys create`) and replacing the list.",
+            "rotated by issuing new ones and replacing the list of hashes.",
         )
