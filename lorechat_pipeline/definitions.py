@@ -8,6 +8,7 @@ from lorechat_pipeline.defs.automation.schedules import (
 )
 from lorechat_pipeline.defs.automation.sensors import (
     build_promotion_sensor,
+    build_run_failure_metrics_sensor,
     build_source_event_sensor,
     build_source_listing_sensor,
 )
@@ -30,6 +31,8 @@ def build_definitions(settings: LorechatSettings | None = None) -> dg.Definition
     sensors = [build_source_listing_sensor(settings), build_promotion_sensor(settings)]
     if settings.sqs_queue_url:
         sensors.append(build_source_event_sensor(settings))
+    if settings.emits_cloudwatch_metrics:
+        sensors.append(build_run_failure_metrics_sensor())
     assets = [raw_documents, document_chunks, chunk_embeddings, vector_index]
     return dg.Definitions(
         assets=with_code_versions([*assets, index_candidate, index_alias], resources),

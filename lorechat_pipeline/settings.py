@@ -113,6 +113,9 @@ class LorechatSettings(BaseSettings):
     index_retention_hours: float = Field(default=168.0, ge=0.0)
     # Concurrent runs on the Dagster instance, and steps calling the embedding provider at once.
     max_concurrent_runs: int = Field(default=4, ge=1)
+    # CloudWatch Embedded Metric Format lines on stdout (documents processed and quarantined, run
+    # failures); empty: on in the aws environment, where ECS ships stdout to CloudWatch Logs.
+    cloudwatch_metrics: bool | None = None
     embedding_concurrency: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
@@ -160,6 +163,12 @@ class LorechatSettings(BaseSettings):
     @property
     def index_location(self) -> str:
         return self.index_uri or str(self.home_path / "index")
+
+    @property
+    def emits_cloudwatch_metrics(self) -> bool:
+        if self.cloudwatch_metrics is not None:
+            return self.cloudwatch_metrics
+        return self.environment is Environment.AWS
 
     @property
     def dagster_home(self) -> Path:

@@ -126,6 +126,7 @@ def build_resources(settings: LorechatSettings) -> dict[str, Any]:
             ann_index_min_rows=settings.ann_index_min_rows,
             deletion_guard_share=settings.deletion_guard_share,
             deletion_guard_min_documents=settings.deletion_guard_min_documents,
+            emit_cloudwatch_metrics=settings.emits_cloudwatch_metrics,
         ),
         "embedder": embedder_resource(settings),
         "promotion_config": promotion_config(settings),

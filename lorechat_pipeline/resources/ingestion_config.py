@@ -37,6 +37,8 @@ class IngestionConfig(dg.ConfigurableResource):
     ann_index_min_rows: int = 100_000
     deletion_guard_share: float = 0.2
     deletion_guard_min_documents: int = 10
+    # CloudWatch EMF lines on stdout for each chunking step (see core/metrics.py).
+    emit_cloudwatch_metrics: bool = False
 
     def chunking_options(self) -> ChunkingOptions:
         return ChunkingOptions(

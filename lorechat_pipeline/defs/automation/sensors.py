@@ -16,6 +16,7 @@ from lorechat_pipeline.core.change_detection import (
 from lorechat_pipeline.core.events import delete_messages, drain_queue, latest_per_key
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_names, shard_of
 from lorechat_pipeline.core.index_protocol import VectorIndex
+from lorechat_pipeline.core.metrics import RUN_FAILURES, emit_metrics
 from lorechat_pipeline.core.promotion import check_candidate_parity
 from lorechat_pipeline.defs.automation.requests import shards_run_request
 from lorechat_pipeline.defs.jobs import ingest_job, promote_job
@@ -178,3 +179,19 @@ def build_promotion_sensor(settings: LorechatSettings) -> dg.SensorDefinition:
         return promotion_request(processed_store, ingestion_config, embedder, vector_store)
 
     return index_promotion_sensor
+
+
+def build_run_failure_metrics_sensor() -> dg.SensorDefinition:
+    @dg.run_failure_sensor(
+        name="run_failure_metrics_sensor",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Counts failed runs as the CloudWatch metric LoreChat/Pipeline RunFailures (an EMF "
+            "line on the daemon's stdout), which the deployment's alarm watches."
+        ),
+    )
+    def run_failure_metrics_sensor(context: dg.RunFailureSensorContext) -> None:
+        emit_metrics({RUN_FAILURES: 1})
+        context.log.info(f"run {context.dagster_run.run_id} failed: counted in {RUN_FAILURES}")
+
+    return run_failure_metrics_sensor

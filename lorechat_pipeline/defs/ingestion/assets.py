@@ -6,6 +6,11 @@ import warnings
 import dagster as dg
 
 from lorechat_pipeline.core.ids import SHARD_COUNT
+from lorechat_pipeline.core.metrics import (
+    DOCUMENTS_PROCESSED,
+    DOCUMENTS_QUARANTINED,
+    emit_metrics,
+)
 from lorechat_pipeline.core.stages.chunking import chunk_shard
 from lorechat_pipeline.core.stages.observation import (
     DeletionGuard,
@@ -172,6 +177,13 @@ def document_chunks(
         for entry in report.quarantined:
             context.log.warning(f"quarantined {entry.document}: {entry.reason}: {entry.detail}")
         reports.append(report)
+    if ingestion_config.emit_cloudwatch_metrics:
+        emit_metrics(
+            {
+                DOCUMENTS_PROCESSED: sum(len(r.chunked) for r in reports),
+                DOCUMENTS_QUARANTINED: sum(len(r.quarantined) for r in reports),
+            }
+        )
     all_quarantined = [
         e for report in reports for e in report.ledger.values() if e.status == "quarantined"
     ]
