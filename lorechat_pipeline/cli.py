@@ -278,5 +278,39 @@ def serve(
         raise typer.Exit(2) from error
 
 
+keys_app = typer.Typer(help="API keys for the serving app.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def create_key(
+    name: Annotated[str, typer.Option(help="Who the key is for (shown in logs and metrics).")],
+    collection: Annotated[
+        list[str] | None,
+        typer.Option(help="A collection the key may read (repeat; default: all)."),
+    ] = None,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(help="This key's rate limit (default: the server's).")
+    ] = None,
+) -> None:
+    """Make a new API key: the key once on stderr, its LORECHAT_API_KEYS entry on stdout.
+
+    The server stores only the SHA-256 digest; the key itself is not kept anywhere.
+    """
+    from serving.settings import hash_api_key, new_api_key
+
+    key = new_api_key()
+    entry: dict[str, Any] = {
+        "name": name,
+        "sha256": hash_api_key(key),
+        "collections": collection or ["*"],
+    }
+    if requests_per_minute is not None:
+        entry["requests_per_minute"] = requests_per_minute
+    console.print(f"API key for {name} (shown once, give it to the caller): [bold]{key}[/]")
+    console.print("Add this entry to the JSON list in LORECHAT_API_KEYS or LORECHAT_API_KEYS_FILE:")
+    _emit(entry)
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()

@@ -7,6 +7,7 @@ serving container and the code location pointed at the same environment agree on
 import hashlib
 import ipaddress
 import json
+import secrets
 from enum import StrEnum
 from pathlib import Path
 
@@ -49,6 +50,11 @@ class ApiKey(BaseModel):
 
 def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    """A random key with 256 bits of entropy, prefixed so it is recognisable in a leak scan."""
+    return "lck_" + secrets.token_urlsafe(32)
 
 
 class ServingSettings(BaseSettings):
