@@ -129,11 +129,11 @@ class MonitoringConfig:
 class ResourceNames:
     """Physical names of the data stack's resources.
 
-    Compute stacks import buckets, queues and secrets by these names instead of taking
+    Compute stacks import the buckets and the queue by these names instead of taking
     cross-stack references: IAM policies then hold literal ARNs (reviewable, and cdk-nag
-    acknowledgements can name them exactly), and the data stack never carries exports that
-    block replacing a compute stack. Bucket names include account and region, so they are
-    globally unique.
+    acknowledgements can name them exactly). Secrets are referenced by ARN (ECS needs the full
+    one), through weak references that never block replacing a stack. Bucket names include
+    account and region, so they are globally unique.
     """
 
     environment: str

@@ -1,4 +1,4 @@
-"""The data stack's resources as seen from a compute stack: imported by their physical names.
+"""The data stack's buckets and queue as seen from a compute stack: imported by their names.
 
 Grants on these objects put literal ARNs into the compute stack's IAM policies and add nothing
 to the data stack, so compute stacks come and go without touching stateful resources.
@@ -6,7 +6,6 @@ to the data stack, so compute stacks come and go without touching stateful resou
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -28,15 +27,6 @@ class DataAccess(Construct):
                 resource=names.events_queue,
                 arn_format=ArnFormat.NO_RESOURCE_NAME,
             ),
-        )
-        self.upstash = secretsmanager.Secret.from_secret_name_v2(
-            self, "Upstash", names.upstash_secret
-        )
-        self.api_keys = secretsmanager.Secret.from_secret_name_v2(
-            self, "ApiKeys", names.api_keys_secret
-        )
-        self.database_secret = secretsmanager.Secret.from_secret_name_v2(
-            self, "DatabaseSecret", names.database_secret
         )
 
     def s3_uri(self, bucket: s3.IBucket, path: str = "") -> str:

@@ -1,10 +1,11 @@
 """The edge: a WAF web ACL for CloudFront, and the CloudFront distribution in front of the ALB."""
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
@@ -18,10 +19,19 @@ API_PATH = "/v1/*"
 
 class EdgeFirewall(Construct):
     """A CLOUDFRONT-scoped web ACL: a per-IP rate limit, then AWS' common and known-bad-inputs
-    rule sets. Such a web ACL can only be created in us-east-1 (the stack's region)."""
+    rule sets. Such a web ACL can only be created in us-east-1 (the stack's region).
+
+    Requests are logged to CloudWatch Logs with the API key headers redacted.
+    """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, name: str, rate_limit_per_5_minutes: int
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        rate_limit_per_5_minutes: int,
+        log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -82,6 +92,35 @@ class EdgeFirewall(Construct):
             ],
         )
         self.web_acl_arn = self.web_acl.attr_arn
+
+        # WAF delivers only to log groups whose name starts with aws-waf-logs-.
+        log_group_name = f"aws-waf-logs-{name.lower()}"
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=log_group_name,
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        logging = wafv2.CfnLoggingConfiguration(
+            self,
+            "Logging",
+            resource_arn=self.web_acl.attr_arn,
+            # The log group's ARN without the trailing ":*" CloudFormation reports.
+            log_destination_configs=[
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name=log_group_name,
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            redacted_fields=[
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": header})
+                for header in ("authorization", "x-api-key")
+            ],
+        )
+        logging.node.add_dependency(self.log_group)
 
 
 class ServingDistribution(Construct):

@@ -21,6 +21,7 @@ class EdgeStack(Stack):
             "Firewall",
             name=f"{config.prefix}-edge",
             rate_limit_per_5_minutes=config.serving.waf_rate_limit_per_5_minutes,
+            log_retention=config.log_retention,
         )
         self.certificate: acm.ICertificate | None = None
         if config.domain is not None:

@@ -48,9 +48,11 @@ class PipelineStack(Stack):
             "LORECHAT_EMBEDDER": pipeline.embedder,
             "LORECHAT_BEDROCK_EMBEDDING_MODEL_ID": pipeline.bedrock_embedding_model_id,
         }
+        # Secrets by their full ARNs (ECS resolves JSON keys of full ARNs only).
+        upstash = data.secrets.upstash
         secrets = {
-            UPSTASH_URL_KEY: ecs.Secret.from_secrets_manager(stored.upstash, UPSTASH_URL_KEY),
-            UPSTASH_TOKEN_KEY: ecs.Secret.from_secrets_manager(stored.upstash, UPSTASH_TOKEN_KEY),
+            UPSTASH_URL_KEY: ecs.Secret.from_secrets_manager(upstash, UPSTASH_URL_KEY),
+            UPSTASH_TOKEN_KEY: ecs.Secret.from_secrets_manager(upstash, UPSTASH_TOKEN_KEY),
         }
         self.dagster = DagsterDeployment(
             self,
@@ -63,7 +65,7 @@ class PipelineStack(Stack):
             webserver_client_cidrs=[config.network.cidr, *pipeline.webserver_client_cidrs],
             image=pipeline_image(),
             database=data.database,
-            database_secret=stored.database_secret,
+            database_secret=data.database.secret,
             compute_log_bucket=stored.processed,
             config=pipeline,
             app_environment=environment,

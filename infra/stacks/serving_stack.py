@@ -70,9 +70,10 @@ class ServingStack(Stack):
             "LORECHAT_BEDROCK_EMBEDDING_MODEL_ID": config.pipeline.bedrock_embedding_model_id,
             "LORECHAT_CORS_ORIGINS": json.dumps(cors),
         }
-        upstash = stored.upstash
+        # Secrets by their full ARNs (ECS resolves JSON keys of full ARNs only).
+        upstash = data.secrets.upstash
         secrets = {
-            "LORECHAT_API_KEYS": ecs.Secret.from_secrets_manager(stored.api_keys),
+            "LORECHAT_API_KEYS": ecs.Secret.from_secrets_manager(data.secrets.api_keys),
             UPSTASH_URL_KEY: ecs.Secret.from_secrets_manager(upstash, UPSTASH_URL_KEY),
             UPSTASH_TOKEN_KEY: ecs.Secret.from_secrets_manager(upstash, UPSTASH_TOKEN_KEY),
         }

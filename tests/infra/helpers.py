@@ -1,9 +1,12 @@
 """Small readers over synthesized templates (dicts), for checks that span many resources."""
 
+import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
+from aws_cdk import CfnElement, Stack
 from aws_cdk.assertions import Template
+from constructs import IConstruct
 
 
 def resources(template: Template, resource_type: str | None = None) -> Iterator[tuple[str, Any]]:
@@ -42,6 +45,14 @@ def policy_statements(template: Template) -> list[dict[str, Any]]:
     for properties in properties_of(template, "AWS::IAM::Policy"):
         statements += properties["PolicyDocument"]["Statement"]
     return statements
+
+
+def refers_to(value: Any, construct: IConstruct) -> bool:
+    """Whether a template value reads `construct` of another stack (a weak cross-stack read)."""
+    stack = Stack.of(construct)
+    element = cast(CfnElement, construct.node.default_child)
+    text = json.dumps(value)
+    return f'"StackName": "{stack.stack_name}"' in text and stack.get_logical_id(element) in text
 
 
 def as_list(value: Any) -> list[Any]:

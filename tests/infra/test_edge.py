@@ -24,6 +24,22 @@ def test_web_acl_is_cloudfront_scoped_in_us_east_1(every_environment: Synthesize
     assert "AWSManagedRulesKnownBadInputsRuleSet" in rules
 
 
+def test_requests_are_logged_without_api_keys(dev: Synthesized) -> None:
+    template = dev.template(dev.deployment.edge)
+    logging = only(properties_of(template, "AWS::WAFv2::LoggingConfiguration"))
+    (destination,) = logging["LogDestinationConfigs"]
+    assert ":log-group:aws-waf-logs-" in json.dumps(destination)
+    assert not json.dumps(destination).endswith(':*"')
+    assert logging["RedactedFields"] == [
+        {"SingleHeader": {"Name": "authorization"}},
+        {"SingleHeader": {"Name": "x-api-key"}},
+    ]
+    template.has_resource_properties(
+        "AWS::Logs::LogGroup",
+        {"LogGroupName": Match.string_like_regexp("^aws-waf-logs-"), "RetentionInDays": 7},
+    )
+
+
 def test_distribution_uses_the_edge_web_acl(dev: Synthesized) -> None:
     config = only(
         properties_of(dev.template(dev.deployment.serving), "AWS::CloudFront::Distribution")

@@ -15,6 +15,7 @@ from tests.infra.helpers import (
     environment,
     policy_statements,
     properties_of,
+    refers_to,
     secrets,
 )
 
@@ -139,10 +140,12 @@ def test_credentials_come_from_secrets_manager_never_plain_environment(
             environment(definition)
         )
         values = secrets(definition)
-        token = str(values["UPSTASH_VECTOR_REST_TOKEN"])
-        assert dev.config.names.upstash_secret in token
-        assert token.endswith(":UPSTASH_VECTOR_REST_TOKEN::")
-        assert str(values["DAGSTER_PG_PASSWORD"]).endswith(":password::")
+        token = values["UPSTASH_VECTOR_REST_TOKEN"]
+        assert refers_to(token, dev.deployment.data.secrets.upstash)
+        assert token["Fn::Join"][1][-1] == ":UPSTASH_VECTOR_REST_TOKEN::"
+        password = values["DAGSTER_PG_PASSWORD"]
+        assert refers_to(password, dev.deployment.data.database.secret)  # its attachment
+        assert password["Fn::Join"][1][-1] == ":password::"
 
 
 def test_daemon_may_launch_only_run_tasks_in_its_cluster(dev: Synthesized) -> None:

@@ -11,6 +11,7 @@ from tests.infra.helpers import (
     only,
     policy_statements,
     properties_of,
+    refers_to,
     secrets,
 )
 
@@ -158,7 +159,7 @@ def test_serving_environment_and_secrets(dev: Synthesized) -> None:
     assert json.loads(values["LORECHAT_CORS_ORIGINS"]) == list(dev.config.serving.cors_origins)
     assert values["LORECHAT_AWS_REGION"] == "us-east-1"
     hidden = secrets(api)
-    assert names.api_keys_secret in str(hidden["LORECHAT_API_KEYS"])
+    assert refers_to(hidden["LORECHAT_API_KEYS"], dev.deployment.data.secrets.api_keys)
     assert {"UPSTASH_VECTOR_REST_URL", "UPSTASH_VECTOR_REST_TOKEN"} <= set(hidden)
     assert "LORECHAT_API_KEYS" not in values
 
