@@ -298,9 +298,21 @@ def create_app(
     async def unauthorized(_: Request, error: Unauthorized) -> JSONResponse:
         return error_response(401, "unauthorized", str(error), {"WWW-Authenticate": "Bearer"})
 
-    @app.exception_handler(Forbidden)
-    async def forbidden(_: Request, error: Forbidden) -> JSONResponse:
-        return error_response(403, "forbidden", str(error))
+    def plain_error(status: int, code: str) -> Callable[[Request, Exception], Awaitable[Any]]:
+        async def handle(_: Request, error: Exception) -> JSONResponse:
+            return error_response(status, code, str(error))
+
+        return handle
+
+    # Errors whose message is the whole answer: the status and a stable code for clients.
+    for error_type, (status, code) in {
+        Forbidden: (403, "forbidden"),
+        InvalidFilter: (400, "invalid_filter"),
+        UploadRefused: (400, "upload_refused"),
+        NotFound: (404, "not_found"),
+        GenerationFailed: (502, "generator_failed"),
+    }.items():
+        app.add_exception_handler(error_type, plain_error(status, code))
 
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, error: RateLimited) -> JSONResponse:
@@ -309,25 +321,9 @@ def create_app(
             429, "rate_limited", str(error), {"Retry-After": str(int(error.retry_after))}
         )
 
-    @app.exception_handler(InvalidFilter)
-    async def bad_filter(_: Request, error: InvalidFilter) -> JSONResponse:
-        return error_response(400, "invalid_filter", str(error))
-
-    @app.exception_handler(UploadRefused)
-    async def bad_upload(_: Request, error: UploadRefused) -> JSONResponse:
-        return error_response(400, "upload_refused", str(error))
-
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, error: NotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(error))
-
     @app.exception_handler(IndexUnavailable)
     async def index_unavailable(_: Request, error: IndexUnavailable) -> JSONResponse:
         return error_response(503, "index_unavailable", str(error), {"Retry-After": "5"})
-
-    @app.exception_handler(GenerationFailed)
-    async def generation_failed(_: Request, error: GenerationFailed) -> JSONResponse:
-        return error_response(502, "generator_failed", str(error))
 
     def scope_collections(key: ApiKey, collection: str | None) -> list[str] | None:
         """The collections a request may read (None: all)."""
