@@ -163,11 +163,6 @@ class UpstashVectorStore(VectorStoreResource):
         client: UpstashVectorClient = self._client
         return client
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
     @property
     def location(self) -> str:
         return self.client().credentials.url

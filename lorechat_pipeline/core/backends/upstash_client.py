@@ -11,6 +11,7 @@ become an error naming the setting to fix. The token is never logged, never put 
 never shown by repr.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,24 @@ MAX_TOP_K = 1_000
 MAX_RANGE_PAGE = 1_000
 MAX_METADATA_BYTES = 48 * 1024
 MAX_DATA_BYTES = 1024 * 1024
+
+
+# botocore logs whole request and response bodies at DEBUG, a secret's value among them.
+BOTOCORE_BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers")
+
+
+@contextlib.contextmanager
+def botocore_bodies_unlogged() -> Iterator[None]:
+    """While a secret is read, botocore's body-logging loggers stay at INFO or above."""
+    loggers = [logging.getLogger(name) for name in BOTOCORE_BODY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class UpstashError(RuntimeError):
@@ -110,7 +129,8 @@ class UpstashCredentials:
 
             client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint_url)
         try:
-            response = client.get_secret_value(SecretId=secret_id)
+            with botocore_bodies_unlogged():
+                response = client.get_secret_value(SecretId=secret_id)
         except Exception as error:  # botocore's ClientError names the code, never the value
             code = getattr(error, "response", {}).get("Error", {}).get("Code", type(error).__name__)
             raise UpstashCredentialsError(
