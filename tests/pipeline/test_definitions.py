@@ -33,6 +33,8 @@ def test_code_location_loads_with_bounded_partitions() -> None:
     for name in ASSETS:
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def is not None
+        # A sensor tick or a UI backfill is one run over its shards, sharing the warm model.
+        assert node.backfill_policy == dg.BackfillPolicy.single_run()
         assert len(node.partitions_def.get_partition_keys()) == SHARD_COUNT
         assert node.description
         assert node.group_name in ("ingestion", "vectorization")
@@ -41,6 +43,7 @@ def test_code_location_loads_with_bounded_partitions() -> None:
     assert definitions.resolve_job_def("ingest_job") is not None
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {
+        "deletion_guard",
         "vector_index_row_count",
         "vector_index_manifest",
         "row_count_parity",
