@@ -7,8 +7,9 @@ from typing import Any
 import dagster as dg
 
 from lorechat_pipeline.core.ids import fingerprint
-from lorechat_pipeline.resources.embedder import EmbedderResource
+from lorechat_pipeline.resources.embedder import BedrockEmbedderResource, EmbedderResource
 from lorechat_pipeline.resources.ingestion_config import IngestionConfig
+from lorechat_pipeline.resources.vector_store import UpstashVectorStore
 
 # Bump when observation changes what it records for the same bytes.
 OBSERVATION_VERSION = "observe-1"
@@ -32,14 +33,28 @@ def code_versions(resources: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def backend_kinds(resources: dict[str, Any]) -> dict[str, set[str]]:
+    """The UI's kind tags name the backends this deployment runs."""
+    store = "upstash" if isinstance(resources["vector_store"], UpstashVectorStore) else "lancedb"
+    model = "bedrock" if isinstance(resources["embedder"], BedrockEmbedderResource) else "pytorch"
+    return {
+        "chunk_embeddings": {model, "parquet"},
+        "vector_index": {store},
+        "index_candidate": {store},
+        "index_alias": {store},
+    }
+
+
 def with_code_versions(
     assets: Sequence[dg.AssetsDefinition], resources: dict[str, Any]
 ) -> list[dg.AssetsDefinition]:
     versions = code_versions(resources)
+    kinds = backend_kinds(resources)
     return [
         asset.map_asset_specs(
             lambda spec: spec.replace_attributes(
-                code_version=versions.get(spec.key.to_user_string(), spec.code_version)
+                code_version=versions.get(spec.key.to_user_string(), spec.code_version),
+                kinds=kinds.get(spec.key.to_user_string(), spec.kinds),
             )
         )
         for asset in assets

@@ -87,6 +87,9 @@ def test_aws_chooses_upstash_and_bedrock_with_secrets_as_env_vars(env: pytest.Mo
     )
     assert embedder.model_id() == "bedrock:amazon.titan-embed-text-v2:0@512"
     assert definitions.resolve_job_def("ingest_job") is not None
+    graph = definitions.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("vector_index")).kinds == {"upstash"}
+    assert "bedrock" in graph.get(dg.AssetKey("chunk_embeddings")).kinds
     serving = ServingSettings()
     assert serving.backends == settings.backends
     assert serving.upstash_vector_rest_token is not None
