@@ -22,9 +22,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lorechat_pipeline.runner import Pipeline
-from lorechat_pipeline.settings import load_settings
-
 
 def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -68,6 +65,10 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    # Imported here: bench/compare.py's peer workers reuse this module's helpers without
+    # loading our pipeline (and Dagster) into their own measured processes.
+    from lorechat_pipeline.runner import Pipeline
+    from lorechat_pipeline.settings import load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="lorechat-bench-"))
     source = prepare_source(args.folder.resolve(), args.limit, workdir)

@@ -1,0 +1,3 @@
+from bench.compare import main
+
+main()
