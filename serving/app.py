@@ -173,16 +173,24 @@ def services(request: Request) -> Services:
 
 def caller(request: Request) -> ApiKey:
     found = services(request)
-    header = request.headers.get("authorization", "")
-    presented = header[7:].strip() if header.lower().startswith("bearer ") else None
-    presented = presented or request.headers.get("x-api-key")
-    key = found.keys.identify(presented)
+    key = scraper(request)
     client = request.client.host if request.client else "unknown"
     found.limiter.take(key.name if not found.keys.open else client, key.requests_per_minute)
     return key
 
 
 Caller = Annotated[ApiKey, Depends(caller)]
+
+
+def scraper(request: Request) -> ApiKey:
+    """A key is needed, but a metrics scrape does not spend the caller's rate limit."""
+    found = services(request)
+    header = request.headers.get("authorization", "")
+    presented = header[7:].strip() if header.lower().startswith("bearer ") else None
+    return found.keys.identify(presented or request.headers.get("x-api-key"))
+
+
+Scraper = Annotated[ApiKey, Depends(scraper)]
 
 
 def error_response(
@@ -493,7 +501,7 @@ def create_app(
         )
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics(request: Request) -> Response:
+    def metrics(_: Scraper, request: Request) -> Response:
         return Response(
             generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
