@@ -28,6 +28,8 @@ import numpy as np
 
 TITAN_V2_DIMENSIONS = (256, 512, 1024)
 WORD = re.compile(r"\w+")
+# A SigV4 signature for the `bedrock` signing name (whichever credentials boto3's chain found).
+SIGV4 = re.compile(r"AWS4-HMAC-SHA256 Credential=[^/\s]+/\d{8}/[\w-]+/bedrock/aws4_request, ")
 
 
 def bag_of_words(text: str, dimension: int, normalize: bool = True) -> list[float]:
@@ -45,7 +47,6 @@ def bag_of_words(text: str, dimension: int, normalize: bool = True) -> list[floa
 
 @dataclass
 class BedrockContractState:
-    access_key_id: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     failures: deque[tuple[int, str]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
             failure = state.failures.popleft() if state.failures else None
-        if not authorization.startswith(f"AWS4-HMAC-SHA256 Credential={state.access_key_id}/"):
+        if not SIGV4.match(authorization):
             self._send(403, {"message": "The security token is invalid."}, "AccessDeniedException")
             return
         if failure is not None:
@@ -133,8 +134,8 @@ class RunningBedrock:
 
 
 @contextmanager
-def bedrock_contract_server(*, access_key_id: str) -> Iterator[RunningBedrock]:
-    state = BedrockContractState(access_key_id=access_key_id)
+def bedrock_contract_server() -> Iterator[RunningBedrock]:
+    state = BedrockContractState()
     server = _Server(state)
     thread = threading.Thread(
         target=server.serve_forever, args=(0.05,), name="bedrock-contract", daemon=True

@@ -128,7 +128,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, embedder: Any, moto_endpoint
     root_logger.setLevel(logging.DEBUG)
     with (
         upstash_contract_server(token=TOKEN, dimension=embedder.dimension) as upstash,
-        bedrock_contract_server(access_key_id=AWS_KEY_ID) as bedrock,
+        bedrock_contract_server() as bedrock,
         pytest.MonkeyPatch.context() as env,
     ):
         # What a deployment sets: the backend choice and Upstash's own variables.
