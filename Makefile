@@ -40,3 +40,23 @@ bench: setup
 
 bench-freshness: setup
 	$(VENV)/python bench/freshness.py
+
+.PHONY: bench-setup bench-compare bench-quick
+
+## The peer pipelines of the side-by-side benchmark (pyproject's bench-peers group) into .venv,
+## with the installed torch, transformers, sentence-transformers, lancedb, pyarrow, numpy,
+## unstructured and pandas held as constraints (pip stops rather than change them).
+bench-setup: setup
+	$(VENV)/pip freeze | grep -iE '^(torch|transformers|sentence-transformers|lancedb|pyarrow|numpy|unstructured|pandas)==' > .venv/bench-constraints.txt
+	$(VENV)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench-peers']))" > .venv/bench-peers.txt
+	$(VENV)/pip install -c .venv/bench-constraints.txt -r .venv/bench-peers.txt torch==2.13.0
+
+## Ingestion (ours, unstructured-ingest, LlamaIndex, encode ceiling), retrieval quality, serving
+## and scale, side by side: report.md and report.json under bench/results/compare.
+bench-compare: setup
+	$(VENV)/python -m bench $(BENCH_ARGS)
+
+## A few minutes' version of the same: 10 files per folder, 20 SciFact queries, small serving/scale.
+bench-quick: setup
+	$(VENV)/python -m bench --output bench/results/quick --limit 10 --queries 20 --corpus-sample 30 \
+	  --serve-rows 10000 --serve-clients 4 --serve-seconds 3 --scale-sizes 10000 --scale-queries 100 $(BENCH_ARGS)

@@ -1,0 +1,194 @@
+"""The side-by-side benchmark (bench/compare.py): metrics on hand-made judgments with known
+answers, the edit plan and its check, the report's derived figures and rendering, and one real
+report of our pipeline on a tiny folder. The peers' run is slow and needs the bench-peers group."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.compare import apply_edits, missing_peer, parse_arguments, plan_edits, run
+from bench.ingest_worker import check_changes
+from bench.metrics import (
+    documents_by_max_score,
+    evaluate,
+    load_qrels,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+)
+from bench.report import ingestion_rows, render_markdown
+
+
+def test_metrics_on_known_answers() -> None:
+    # One relevant document at rank 2: nDCG = (1/log2 3) / 1, MRR = 1/2, recall = 1.
+    assert ndcg_at_k(["a", "b", "c"], {"b": 1}, 10) == pytest.approx(1 / math.log2(3))
+    assert mrr_at_k(["a", "b", "c"], {"b": 1}, 10) == 0.5
+    assert recall_at_k(["a", "b", "c"], {"b": 1}, 100) == 1.0
+    # Graded: the better document second. DCG = 1 + 2/log2 3, ideal = 2 + 1/log2 3.
+    graded = ndcg_at_k(["b", "a"], {"a": 2, "b": 1}, 10)
+    assert graded == pytest.approx((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)))
+    assert graded == pytest.approx(0.8597, abs=1e-4)
+    # Cut-offs: a relevant document past k counts for nothing.
+    assert ndcg_at_k(["x"] * 10 + ["a"], {"a": 1}, 10) == 0.0
+    assert mrr_at_k(["x"] * 10 + ["a"], {"a": 1}, 10) == 0.0
+    assert recall_at_k(["a", "x", "b"], {"a": 1, "b": 1, "c": 1}, 100) == pytest.approx(2 / 3)
+    assert recall_at_k(["a", "x", "b"], {"a": 1, "b": 1, "c": 1}, 1) == pytest.approx(1 / 3)
+    # A perfect ranking scores 1 everywhere.
+    assert ndcg_at_k(["a", "b"], {"a": 1, "b": 1}, 10) == pytest.approx(1.0)
+
+
+def test_evaluate_averages_judged_queries_only() -> None:
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}}  # q3 has no relevant document
+    rankings = {"q1": ["a"], "q2": ["x", "b"]}
+    scores = evaluate(rankings, qrels)
+    assert scores["queries"] == 2
+    assert scores["mrr@10"] == pytest.approx(0.75)
+    assert scores["recall@100"] == 1.0
+    assert scores["ndcg@10"] == pytest.approx(round((1 + 1 / math.log2(3)) / 2, 4))
+    assert evaluate({}, qrels)["ndcg@10"] == 0.0  # no ranking: zeros, not an error
+
+
+def test_chunk_hits_rank_documents_by_their_best_chunk() -> None:
+    hits = [("d2", 0.9), ("d1", 0.8), ("d2", 0.7), ("d3", 0.95)]
+    assert documents_by_max_score(hits, 10) == ["d3", "d2", "d1"]
+    assert documents_by_max_score(hits, 2) == ["d3", "d2"]
+
+
+def test_qrels_in_beir_format(tmp_path: Path) -> None:
+    path = tmp_path / "test.tsv"
+    path.write_bytes(
+        b"query-id\tcorpus-id\tscore\r\n1\t31715818\t1\r\n1\t42\t2\r\n3\t14717500\t1\r\n"
+    )
+    assert load_qrels(path) == {"1": {"31715818": 1, "42": 2}, "3": {"14717500": 1}}
+
+
+def write_folder(folder: Path, documents: int) -> None:
+    folder.mkdir(parents=True)
+    for number in range(documents):
+        (folder / f"note-{number}.md").write_text(
+            f"# Note {number}\n\nThe garden plan number {number} is written here in full.\n\n"
+            f"Water the tomatoes before the heat of day {number}.\n"
+        )
+
+
+def test_edits_replace_a_unique_line_and_the_check_sees_it(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    write_folder(source, 10)
+    edits = plan_edits(source, 0.2)
+    assert len(edits) == 2
+    assert len({e["file"] for e in edits}) == 2
+    before = [(source / e["file"]).read_text() for e in edits]
+    assert check_changes(before, edits) == {"edited": 2, "new_text_found": 0, "old_text_found": 2}
+    apply_edits(source, edits)
+    after = [(source / e["file"]).read_text() for e in edits]
+    assert check_changes(after, edits) == {"edited": 2, "new_text_found": 2, "old_text_found": 0}
+    # A stale index (old and new both present) is caught.
+    assert check_changes(before + after, edits)["old_text_found"] == 2
+
+
+def outcome(system: str, phase: str, rows: int, wall: float, **extra: object) -> dict:
+    result = {
+        "wall_seconds": wall,
+        "cpu_seconds": wall * 1.5,
+        "index_rows": rows,
+        "index_documents": 10,
+        "characters_per_chunk": 450.0,
+        "correctness": {"edited": 1, "new_text_found": 1, "old_text_found": 0},
+    }
+    result.update(extra)
+    return {"system": system, "phase": phase, "peak_rss_mb": 900.0, "result": result}
+
+
+def test_report_derives_ratios_and_keeps_failures() -> None:
+    ingestion = {
+        "source": ["docs"],
+        "limit": 10,
+        "documents": 10,
+        "edited_documents": 1,
+        "skipped": {"llamaindex": "llama_index.core is not installed"},
+        "workarounds": {"unstructured": ["OMP_NUM_THREADS=1"]},
+        "runs": [
+            outcome("ours", "full", 100, 10.0),
+            outcome("unstructured", "full", 120, 20.0),
+            outcome("ceiling", "full", 100, 5.0),
+            outcome("ours", "unchanged", 100, 0.1),
+            outcome(
+                "ours",
+                "changed",
+                100,
+                1.0,
+                correctness={"edited": 1, "new_text_found": 1, "old_text_found": 1},
+            ),
+            {
+                "system": "unstructured",
+                "phase": "unchanged",
+                "peak_rss_mb": 50.0,
+                "error": "timed out after 60 s",
+            },
+        ],
+    }
+    rows = {(r["system"], r["phase"]): r for r in ingestion_rows(ingestion)}
+    assert rows["ours", "full"]["chunks_per_second"] == 10.0
+    assert rows["ours", "full"]["ratio_to_ceiling"] == 0.5
+    assert rows["unstructured", "full"]["ratio_to_ceiling"] == 0.3
+    assert rows["ceiling", "full"]["ratio_to_ceiling"] == 1.0
+    assert rows["ours", "unchanged"]["ratio_to_full_run"] == 0.01
+    assert rows["ours", "changed"]["correct"] is False  # the old text is still there
+    assert rows["unstructured", "unchanged"]["error"] == "timed out after 60 s"
+    markdown = render_markdown({"command": "python -m bench", "ingestion": ingestion})
+    assert "LoreChat pipeline" in markdown
+    assert "timed out after 60 s" in markdown
+    assert "❌ new 1/1, old 1" in markdown
+    assert "llama_index.core is not installed" in markdown
+    assert "OMP_NUM_THREADS=1" in markdown
+
+
+def test_report_of_our_pipeline_on_a_tiny_folder(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    write_folder(docs, 2)
+    args = parse_arguments(
+        [
+            "--parts",
+            "ingestion",
+            "--systems",
+            "ours",
+            "--docs",
+            str(docs),
+            "--full-only",
+            "--no-ceiling",
+            "--timeout",
+            "120",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    report = run(args)
+    (row,) = report["ingestion"]["table"]
+    assert "error" not in row, row
+    assert row["system"] == "ours"
+    assert row["documents"] == 2
+    assert row["chunks"] >= 2
+    assert row["chunks_per_second"] > 0
+    assert row["peak_rss_mb"] > 0
+    assert row["correctness"] == {"edited": 1, "new_text_found": 0, "old_text_found": 1}
+    assert "LoreChat pipeline" in render_markdown(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", ["unstructured", "llamaindex"])
+def test_peer_on_a_tiny_folder_holds_the_edit(tmp_path: Path, system: str) -> None:
+    if reason := missing_peer(system):
+        pytest.skip(f"the bench-peers group is not installed: {reason}")
+    docs = tmp_path / "docs"
+    write_folder(docs, 3)
+    args = parse_arguments(
+        [
+            *("--parts", "ingestion", "--systems", system, "--docs", str(docs), "--no-ceiling"),
+            *("--timeout", "300", "--output", str(tmp_path / "out")),
+        ]
+    )
+    table = run(args)["ingestion"]["table"]
+    assert [r["phase"] for r in table] == ["full", "unchanged", "changed"]
+    assert all("error" not in r for r in table), table
+    assert table[-1]["correct"] is True, table[-1]
