@@ -118,9 +118,11 @@ def ingestion(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if source.exists():
         shutil.rmtree(source)
     for folder in args.docs:
-        staged = prepare_source(folder.resolve(), args.limit, work / "staging")
+        staging = work / "staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staged = prepare_source(folder.resolve(), args.limit, staging)
         shutil.copytree(staged, source / folder.name, dirs_exist_ok=True)
-    shutil.rmtree(work / "staging", ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     documents = sum(1 for p in source.rglob("*") if p.is_file())
     edits = plan_edits(source, CHANGED_SHARE)
     changes = work / "edits.json"
@@ -219,7 +221,7 @@ def scale(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import os
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in VERSIONS:
         try:
             versions[name] = metadata.version(name)

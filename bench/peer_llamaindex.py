@@ -28,7 +28,9 @@ class VectorStore(LanceDBVectorStore):
     changed document crashes the re-run)."""
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        self.table.delete(f"{self.doc_id_key} = {sql_string(ref_doc_id)}")
+        table = self.table
+        assert table is not None
+        table.delete(f"{self.doc_id_key} = {sql_string(ref_doc_id)}")
 
 
 def build(
@@ -48,7 +50,7 @@ def build(
             ),
             embedding,
         ],
-        vector_store=VectorStore(uri=uri, table_name=TABLE, mode="create"),
+        vector_store=VectorStore(uri=uri, table_name=TABLE, mode="create"),  # type: ignore[call-arg]
         docstore=SimpleDocumentStore(),
         docstore_strategy=DocstoreStrategy.UPSERTS,
     )
