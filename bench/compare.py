@@ -113,16 +113,22 @@ def apply_edits(source: Path, edits: Sequence[dict[str, str]]) -> None:
         path.write_text(path.read_text(errors="replace").replace(edit["old"], edit["new"], 1))
 
 
-def ingestion(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def stage_sources(folders: Sequence[Path], limit: int | None, work: Path) -> Path:
+    """A copy of the first `limit` files of each folder (all without a limit) under
+    work/source/<folder name>: the runs edit it, never the originals."""
     source = work / "source"
-    if source.exists():
-        shutil.rmtree(source)
-    for folder in args.docs:
+    shutil.rmtree(source, ignore_errors=True)
+    for folder in folders:
         staging = work / "staging"
         shutil.rmtree(staging, ignore_errors=True)
-        staged = prepare_source(folder.resolve(), args.limit, staging)
+        staged = prepare_source(folder.resolve(), limit, staging)
         shutil.copytree(staged, source / folder.name, dirs_exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
+    return source
+
+
+def ingestion(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    source = stage_sources(args.docs, args.limit, work)
     documents = sum(1 for p in source.rglob("*") if p.is_file())
     edits = plan_edits(source, CHANGED_SHARE)
     changes = work / "edits.json"

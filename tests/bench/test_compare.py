@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import apply_edits, missing_peer, parse_arguments, plan_edits, run
+from bench.compare import (
+    apply_edits,
+    missing_peer,
+    parse_arguments,
+    plan_edits,
+    run,
+    stage_sources,
+)
 from bench.ingest_worker import check_changes
 from bench.metrics import (
     documents_by_max_score,
@@ -70,6 +77,14 @@ def write_folder(folder: Path, documents: int) -> None:
             f"# Note {number}\n\nThe garden plan number {number} is written here in full.\n\n"
             f"Water the tomatoes before the heat of day {number}.\n"
         )
+
+
+def test_sources_staged_per_folder_with_a_limit(tmp_path: Path) -> None:
+    write_folder(tmp_path / "one", 3)
+    write_folder(tmp_path / "two", 3)
+    source = stage_sources([tmp_path / "one", tmp_path / "two"], 2, tmp_path / "work")
+    staged = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+    assert staged == ["one/note-0.md", "one/note-1.md", "two/note-0.md", "two/note-1.md"]
 
 
 def test_edits_replace_a_unique_line_and_the_check_sees_it(tmp_path: Path) -> None:
