@@ -7,6 +7,7 @@ and this package.
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -26,7 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.vector_index import sql_string
-from serving.auth import Forbidden, KeyRing, RateLimited, RateLimiter, Unauthorized
+from serving.auth import (
+    Admission,
+    Forbidden,
+    KeyRing,
+    Overloaded,
+    RateLimited,
+    RateLimiter,
+    Unauthorized,
+)
 from serving.chat import (
     BedrockGenerator,
     ExtractiveGenerator,
@@ -76,6 +85,7 @@ class Services:
     generator: Generator
     metrics: Metrics
     _s3: Any = None
+    admission: Admission = field(default_factory=lambda: Admission(4, 0.25))
     # Encodes at once: torch uses every core for one query (one at a time), a one-thread ONNX
     # session one core (one per core).
     encode_slots: threading.BoundedSemaphore = field(
@@ -222,6 +232,10 @@ def create_app(
             generator=build_generator(settings),
             metrics=Metrics(),
             encode_slots=threading.BoundedSemaphore(concurrent_encodes(model)),
+            admission=Admission(
+                settings.max_searches_in_flight or 2 * (os.cpu_count() or 1),
+                settings.search_queue_seconds,
+            ),
         )
         services.metrics.index_rows.set(served.index.count())
         app.state.services = services
@@ -322,6 +336,13 @@ def create_app(
     }.items():
         app.add_exception_handler(error_type, plain_error(status, code))
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, error: Overloaded) -> JSONResponse:
+        request.app.state.services.metrics.overloaded.inc()
+        return error_response(
+            429, "overloaded", str(error), {"Retry-After": str(max(1, round(error.retry_after)))}
+        )
+
     @app.exception_handler(RateLimited)
     async def rate_limited(request: Request, error: RateLimited) -> JSONResponse:
         request.app.state.services.metrics.rate_limited.inc()
@@ -416,7 +437,8 @@ def create_app(
         found = services(request)
         check_query(found.settings, body.query, body.k)
         collections = scope_collections(key, body.collection)
-        hits, table = retrieve(found, body.query, body.k, body.mode, body.filter, collections)
+        with found.admission.admit():
+            hits, table = retrieve(found, body.query, body.k, body.mode, body.filter, collections)
         return SearchResponse(hits=hits, mode=body.mode, index_version=table)
 
     @app.post(

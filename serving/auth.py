@@ -1,9 +1,12 @@
-"""API keys (kept as SHA-256 digests, compared in constant time) and per-key rate limits."""
+"""API keys (kept as SHA-256 digests, compared in constant time), per-key rate limits and
+admission control."""
 
+import contextlib
 import hmac
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from serving.settings import ApiKey, hash_api_key
@@ -23,6 +26,37 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after:.0f} s")
         self.retry_after = retry_after
+
+
+class Overloaded(Exception):
+    """Every search slot is busy and none freed within the queue wait: come back shortly."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        super().__init__(f"the server is at capacity; retry after {max(1, round(retry_after))} s")
+        self.retry_after = retry_after
+
+
+class Admission:
+    """At most `slots` searches at once; a search waits up to `queue_seconds` for a slot.
+
+    Under a burst beyond what the cores can answer, a queue grows and every caller's latency
+    with it. Turning the excess away at once (429, Retry-After) keeps the latency of the
+    searches that are answered near the unloaded one.
+    """
+
+    def __init__(self, slots: int, queue_seconds: float) -> None:
+        self.slots = slots
+        self.queue_seconds = queue_seconds
+        self._semaphore = threading.BoundedSemaphore(slots)
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if not self._semaphore.acquire(timeout=self.queue_seconds):
+            raise Overloaded()
+        try:
+            yield
+        finally:
+            self._semaphore.release()
 
 
 class KeyRing:

@@ -64,3 +64,8 @@ class Metrics:
         self.rate_limited = Counter(
             "lorechat_rate_limited", "Requests refused by the rate limiter", registry=self.registry
         )
+        self.overloaded = Counter(
+            "lorechat_overloaded",
+            "Searches turned away because the server was at capacity",
+            registry=self.registry,
+        )
