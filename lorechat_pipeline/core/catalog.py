@@ -31,8 +31,11 @@ def owner_of(key: str) -> str:
 
 
 def is_ignored(key: str) -> bool:
-    """Hidden files and folders (swap files, .DS_Store, our temp files) are not documents."""
-    return any(part.startswith(".") for part in key.split("/"))
+    """Hidden files and folders (swap files, .DS_Store, our temp files) are not documents.
+
+    `.` and `..` are not hidden: S3 keeps them as plain characters ("a/../b.md" is its own key),
+    and the key is only lineage (ids and paths are digests), so such a document is indexed."""
+    return any(part.startswith(".") and part not in (".", "..") for part in key.split("/"))
 
 
 def collection_of(key: str) -> str:

@@ -10,7 +10,7 @@ import dagster as dg
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.manifest import IndexManifest
-from lorechat_pipeline.core.parsing import ChunkingOptions, ParserPool
+from lorechat_pipeline.core.parsing import ChunkingOptions, ParseLimits, ParserPool
 
 _shared_pools: dict[tuple[object, ...], ParserPool] = {}
 _shared_pools_lock = threading.Lock()
@@ -33,7 +33,11 @@ class IngestionConfig(dg.ConfigurableResource):
     max_document_bytes: int = 50 * 1024 * 1024
     parse_timeout_seconds: float = 300.0
     parse_workers: int = 2
-    parse_memory_limit_mb: int | None = None
+    parse_memory_limit_mb: int | None = 2048
+    max_inflated_bytes: int = 512 * 1024 * 1024
+    max_compression_ratio: float = 200.0
+    max_document_characters: int = 10_000_000
+    max_document_chunks: int = 20_000
     ann_index_min_rows: int = 100_000
     deletion_guard_share: float = 0.2
     deletion_guard_min_documents: int = 10
@@ -46,6 +50,14 @@ class IngestionConfig(dg.ConfigurableResource):
             new_after_n_chars=self.chunk_new_after_characters,
             overlap=self.chunk_overlap,
             combine_text_under_n_chars=self.chunk_combine_under_characters,
+        )
+
+    def parse_limits(self) -> ParseLimits:
+        return ParseLimits(
+            max_inflated_bytes=self.max_inflated_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+            max_characters=self.max_document_characters,
+            max_chunks=self.max_document_chunks,
         )
 
     @contextlib.contextmanager
@@ -64,6 +76,7 @@ class IngestionConfig(dg.ConfigurableResource):
             self.parse_workers,
             self.parse_timeout_seconds,
             self.parse_memory_limit_mb,
+            self.parse_limits(),
         )
         with _shared_pools_lock:
             pool = _shared_pools.get(key)
@@ -73,6 +86,7 @@ class IngestionConfig(dg.ConfigurableResource):
                     workers=wanted,
                     timeout_seconds=self.parse_timeout_seconds,
                     memory_limit_mb=self.parse_memory_limit_mb,
+                    limits=self.parse_limits(),
                 ).__enter__()
                 _shared_pools[key] = pool
             pool.workers = max(pool.workers, wanted)

@@ -10,6 +10,7 @@ from lorechat_pipeline.core.parsing.formats import (
     detect_format,
     is_supported,
 )
+from lorechat_pipeline.core.parsing.limits import ParseLimits
 from lorechat_pipeline.core.parsing.offline_nlp import install_offline_nlp
 from lorechat_pipeline.core.parsing.partition import (
     PARSER_VERSION,
@@ -25,6 +26,7 @@ __all__ = [
     "SUPPORTED_KINDS",
     "ChunkingOptions",
     "DocumentRejected",
+    "ParseLimits",
     "ParsedChunk",
     "ParserPool",
     "content_type_for",

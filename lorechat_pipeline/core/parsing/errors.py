@@ -11,6 +11,10 @@ REASONS = frozenset(
         "timeout",
         "parser_crashed",
         "memory_exceeded",
+        # Per-document limits (core/parsing/limits.py): the detail names the setting.
+        "decompression_bomb",
+        "too_much_text",
+        "too_many_chunks",
     }
 )
 

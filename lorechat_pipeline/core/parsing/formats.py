@@ -229,7 +229,10 @@ def _zip_kind(data: bytes, extension: str) -> str:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
-            mimetype = archive.read("mimetype")[:100] if "mimetype" in names else b""
+            mimetype = b""
+            if "mimetype" in names:
+                with archive.open("mimetype") as entry:  # never inflate more than we read
+                    mimetype = entry.read(100)
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         claimed = _FORMATS.get(EXTENSIONS.get(extension, ""))
         reason = "corrupt" if claimed and not claimed.textual else "unsupported_type"

@@ -1,6 +1,7 @@
 """Parse one document in this process: detect its format, partition it with unstructured, clean
 the elements and chunk them by title. `ParserPool` (worker.py) runs this out of process."""
 
+import contextlib
 import email.parser
 import email.policy
 import functools
@@ -19,6 +20,7 @@ from lorechat_pipeline.core.parsing.cleaning import clean_elements
 from lorechat_pipeline.core.parsing.encoding import decode_text, wide_encoding
 from lorechat_pipeline.core.parsing.errors import DocumentRejected
 from lorechat_pipeline.core.parsing.formats import DocumentFormat, detect_format
+from lorechat_pipeline.core.parsing.limits import ParseLimits
 from lorechat_pipeline.core.parsing.offline_nlp import (
     ParsingEnvironmentError,
     batched_nlp,
@@ -92,15 +94,21 @@ class ParsedChunk:
     section: str | None  # xlsx sheet name, "slide N", email subject
 
 
-def parse_and_chunk(data: bytes, filename: str, options: ChunkingOptions) -> list[ParsedChunk]:
+def parse_and_chunk(
+    data: bytes, filename: str, options: ChunkingOptions, limits: ParseLimits | None = None
+) -> list[ParsedChunk]:
     """Chunks of one document, or DocumentRejected saying why there are none."""
+    limits = limits or ParseLimits()
     if len(data) > MAX_DOCUMENT_BYTES:
         raise DocumentRejected("too_large", f"{len(data)} bytes exceeds {MAX_DOCUMENT_BYTES}")
+    limits.check_container(data)  # before anything inflates an entry
     document_format = detect_format(filename, data)
     install_offline_nlp()
-    elements = clean_elements(_partition(document_format, data, filename), document_format.kind)
+    partitioned = _partition(document_format, data, filename, limits)
+    elements = clean_elements(partitioned, document_format.kind)
     if not elements:
         raise _nothing_to_index(document_format, data)
+    limits.check_characters(sum(len(e.text) for e in elements), "extracted text")
 
     from unstructured.chunking.title import chunk_by_title
 
@@ -116,6 +124,7 @@ def parse_and_chunk(data: bytes, filename: str, options: ChunkingOptions) -> lis
     except Exception as error:  # the elements parsed, so this is a chunker bug, not bad input
         detail = f"chunking: {_origin(error)}: {type(error).__name__}: {error}"
         raise DocumentRejected("parser_crashed", detail) from error
+    limits.check_chunks(len(chunks))
     return _parsed_chunks(chunks, document_format.kind)
 
 
@@ -150,14 +159,16 @@ def partitioner(kind: str) -> Callable[..., list[Any]]:
     return getattr(importlib.import_module(module), function)
 
 
-def _partition(document_format: DocumentFormat, data: bytes, filename: str) -> list[Any]:
+def _partition(
+    document_format: DocumentFormat, data: bytes, filename: str, limits: ParseLimits
+) -> list[Any]:
     kind = document_format.kind
     try:
         if kind == "pdf":
             from lorechat_pipeline.core.parsing.pdf import partition_pdf_text
 
             return partition_pdf_text(data, filename)
-        payload = _payload(document_format, data)
+        payload = _payload(document_format, data, limits)
         _refuse_encrypted_email(kind, payload)
         function = partitioner(kind)
         expected = _text_paragraphs(payload) if kind == "txt" else []
@@ -201,8 +212,9 @@ def _unescape_json(elements: list[Any]) -> list[Any]:
 _XML_DECLARED_ENCODING = re.compile(r"""^(\s*<\?xml[^>]*?)\s+encoding\s*=\s*["'][^"']*["']""")
 
 
-def _payload(document_format: DocumentFormat, data: bytes) -> bytes:
-    """What the partitioner reads: text formats as UTF-8, whatever they were encoded in."""
+def _payload(document_format: DocumentFormat, data: bytes, limits: ParseLimits) -> bytes:
+    """What the partitioner reads: text formats as UTF-8, whatever they were encoded in.
+    Refuses text past the character limit before any partitioner sees it."""
     kind = document_format.kind
     if kind == "eml":
         # The email parser reads bytes and honours each part's charset; only UTF-16/32 needs help.
@@ -210,6 +222,7 @@ def _payload(document_format: DocumentFormat, data: bytes) -> bytes:
     if not document_format.textual:
         return data
     text = decode_text(data, honour_declared_charset=kind in ("html", "xml"))
+    limits.check_characters(len(text), f"{kind} text")
     if kind == "xml":
         # The bytes are UTF-8 now, whatever the declaration says.
         text = _XML_DECLARED_ENCODING.sub(r"\1", text, count=1)
@@ -255,11 +268,27 @@ def _origin(error: BaseException) -> str:
 
 def _nothing_to_index(document_format: DocumentFormat, data: bytes) -> DocumentRejected:
     kind = document_format.kind
+    if kind in ("html", "xml") and _too_deep(kind, data):
+        return DocumentRejected(
+            "corrupt",
+            f"{kind} nested deeper than lxml's limit of 256 elements; the text below it is "
+            "never read",
+        )
     if _has_pictures(data):
         return DocumentRejected(
             "no_text", f"{kind} with pictures but no text; OCR is not available"
         )
     return DocumentRejected("empty", f"the {kind} document contains no text")
+
+
+def _too_deep(kind: str, data: bytes) -> bool:
+    """Whether lxml stopped at its nesting limit (it then drops everything deeper)."""
+    from lxml import etree
+
+    parser = etree.HTMLParser() if kind == "html" else etree.XMLParser(recover=True)
+    with contextlib.suppress(etree.Error):
+        etree.fromstring(data, parser)
+    return any("Excessive depth" in error.message for error in parser.error_log)
 
 
 def _has_pictures(data: bytes) -> bool:

@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from lorechat_pipeline.core.parsing.errors import DocumentRejected
+from lorechat_pipeline.core.parsing.limits import ParseLimits
 from lorechat_pipeline.core.parsing.partition import (
     MAX_DOCUMENT_BYTES,
     ChunkingOptions,
@@ -33,13 +34,16 @@ Outcome = list[ParsedChunk] | DocumentRejected
 
 STARTUP_TIMEOUT_SECONDS = 180.0
 STOP_GRACE_SECONDS = 2.0
+# Address space per worker (RLIMIT_AS): a warm worker maps ~700 MB, the rest is for one document.
+DEFAULT_MEMORY_LIMIT_MB = 2048
 
 
 class ParserPool:
     """Runs `parse_and_chunk` in `workers` reusable processes. Not thread-safe: one caller.
 
     `parse_function` replaces `parse_and_chunk` (a picklable module-level callable or a
-    "module:function" path); it exists so tests can make a worker hang or crash.
+    "module:function" path); it exists so tests can make a worker hang or crash. `limits` are
+    the per-document limits `parse_and_chunk` enforces; `memory_limit_mb=None` means no limit.
     """
 
     def __init__(
@@ -48,7 +52,8 @@ class ParserPool:
         *,
         workers: int = 1,
         timeout_seconds: float = 120.0,
-        memory_limit_mb: int | None = None,
+        memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB,
+        limits: ParseLimits | None = None,
         parse_function: ParseFunction | str | None = None,
     ):
         if workers < 1:
@@ -59,6 +64,7 @@ class ParserPool:
         self.workers = workers
         self.timeout_seconds = timeout_seconds
         self.memory_limit_mb = memory_limit_mb
+        self.limits = limits or ParseLimits()
         self._parse_function = parse_function
         self._context = multiprocessing.get_context("spawn")
         self._pool: list[_Worker] = []
@@ -120,9 +126,11 @@ class ParserPool:
                     return
                 yield from self._collect()
         finally:
-            # Abandoned part-way: documents still being parsed die with their workers.
+            # Abandoned part-way: documents still being parsed die with their workers, and a
+            # worker retiring after a MemoryError is replaced now (`parse` stops at its reply;
+            # a pool of retiring workers would otherwise never be idle again).
             for worker in list(self._pool):
-                if worker.job:
+                if worker.job or worker.retiring:
                     self._replace(worker)
 
     # --- the event loop --------------------------------------------------------------------------
@@ -203,7 +211,13 @@ class ParserPool:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_main,
-            args=(child_conn, self.options, self._parse_function, self.memory_limit_mb),
+            args=(
+                child_conn,
+                self.options,
+                self._parse_function,
+                self.memory_limit_mb,
+                self.limits,
+            ),
             name="lorechat-parser",
             daemon=True,  # never outlive the pipeline
         )

@@ -4,6 +4,7 @@ Replies: ("ready",) once warm; ("chunks", job_id, chunks) or ("rejected", job_id
 detail)) per document; ("failed", traceback) when the parsing stack itself is broken.
 """
 
+import functools
 import importlib
 import logging
 import os
@@ -14,6 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from lorechat_pipeline.core.parsing.errors import DocumentRejected
+from lorechat_pipeline.core.parsing.limits import ParseLimits
 from lorechat_pipeline.core.parsing.offline_nlp import ParsingEnvironmentError
 from lorechat_pipeline.core.parsing.partition import ChunkingOptions, ParsedChunk, parse_and_chunk
 
@@ -36,6 +38,7 @@ def worker_main(
     options: ChunkingOptions,
     parse_function: ParseFunction | str | None,
     memory_limit_mb: int | None,
+    limits: ParseLimits | None = None,
 ) -> None:
     try:
         # Its own process group, so that killing it also kills what it started (pandoc).
@@ -49,7 +52,7 @@ def worker_main(
 
             limit = memory_limit_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        parse = _resolve(parse_function)
+        parse = _resolve(parse_function, limits or ParseLimits())
         _warm_up()
     except BaseException:
         conn.send(("failed", traceback.format_exc()))
@@ -93,9 +96,9 @@ def _run(
         return ("rejected", job_id, ("parser_crashed", detail))
 
 
-def _resolve(parse_function: ParseFunction | str | None) -> ParseFunction:
+def _resolve(parse_function: ParseFunction | str | None, limits: ParseLimits) -> ParseFunction:
     if parse_function is None:
-        return parse_and_chunk
+        return functools.partial(parse_and_chunk, limits=limits)
     if callable(parse_function):
         return parse_function
     module, _, name = parse_function.replace(":", ".").rpartition(".")
