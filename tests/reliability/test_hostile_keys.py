@@ -1,5 +1,5 @@
-"""Object keys no folder can hold (`..` and `.` segments, a 1,024-character name) beside spaces,
-unicode and a 1,024-character path, on moto's S3 server: each document is indexed under its own
+"""Object keys no folder can hold (`..` and `.` segments, a 1,024-character name) and one of
+spaces and unicode, on moto's S3 server: each document is indexed under its own
 key, nothing is read or written outside the source prefix, nothing else is lost. (The names a
 folder can hold are in test_hostile_inputs.py.)"""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.conftest import MARKDOWN, TEXT, PipelineFactory
+from tests.pipeline.conftest import TEXT, PipelineFactory
 
 NOTE = "Harbour notes: the ferry leaves at nine and returns at five, weather permitting.\n"
 LONG_SEGMENT = "k" * 1_021 + ".md"  # one 1,024-character segment: more than any file name
@@ -19,11 +19,8 @@ S3_KEYS = [
     "../escape.md",
     "a/../../escape-twice.md",
     "./dot/./here.md",
-    "with spaces/a file  name .md",
-    "ünïcødé/文書 ☃ résumé.md",
-    "emoji/📄 notes 🚢.md",
+    "ünïcødé with spaces/文書 ☃ a  résumé 📄.md",
     LONG_SEGMENT,
-    LONG_PATH,
 ]
 
 
@@ -43,9 +40,9 @@ def test_hostile_s3_keys_are_indexed_under_their_own_key(
     s3_client: Any, bucket: str, moto_endpoint: str, make_pipeline: PipelineFactory
 ) -> None:
     assert len(LONG_SEGMENT) == len(LONG_PATH) == 1_024
+    # (Each key is its own shard, hence its own run: the list is kept short for time.)
     for key in S3_KEYS:
         s3_client.put_object(Bucket=bucket, Key=f"kb/{key}", Body=f"{key}\n\n{NOTE}".encode())
-    s3_client.put_object(Bucket=bucket, Key="kb/energy/solar.md", Body=MARKDOWN.encode())
     s3_client.put_object(Bucket=bucket, Key="kb/bikes.txt", Body=TEXT.encode())
     s3_client.put_object(Bucket=bucket, Key="outside.md", Body=b"# Outside\n\nNot in the prefix.")
     stored = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
@@ -56,7 +53,7 @@ def test_hostile_s3_keys_are_indexed_under_their_own_key(
 
     assert pipeline.quarantine() == []
     assert summary.quarantined == 0
-    assert indexed_documents(pipeline) == {*S3_KEYS, "energy/solar.md", "bikes.txt"}
+    assert indexed_documents(pipeline) == {*S3_KEYS, "bikes.txt"}
     # Nothing was written outside the pipeline's own stores, nor read outside the prefix.
     assert {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]} == stored
     assert pipeline.ingest().shards_run == []
