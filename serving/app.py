@@ -233,7 +233,7 @@ def create_app(
             metrics=Metrics(),
             encode_slots=threading.BoundedSemaphore(concurrent_encodes(model)),
             admission=Admission(
-                settings.max_searches_in_flight or 2 * (os.cpu_count() or 1),
+                settings.max_searches_in_flight or (os.cpu_count() or 1),
                 settings.search_queue_seconds,
             ),
         )

@@ -92,10 +92,10 @@ class ServingSettings(BaseSettings):
     query_encoder_dir: Path | None = None
     # Threads per query; concurrent requests run side by side on the other cores.
     query_encoder_threads: int = Field(default=1, ge=1)
-    # Searches answered at once (0: two per core) and how long one waits for a free slot before
+    # Searches answered at once (0: one per core) and how long one waits for a free slot before
     # it is turned away with 429 and Retry-After (a burst must not queue up everyone's latency).
     max_searches_in_flight: int = Field(default=0, ge=0)
-    search_queue_seconds: float = Field(default=0.25, ge=0.0)
+    search_queue_seconds: float = Field(default=0.05, ge=0.0)
     # IVF partitions a dense search probes at least (more only when a filter needs them).
     search_nprobes: int = Field(default=8, ge=1)
     # How often the alias is re-read: a promotion is served within this many seconds.
