@@ -44,6 +44,10 @@ def collection_of(key: str) -> str:
     return head if sep else DEFAULT_COLLECTION
 
 
+# The attributes ride on every chunk of the document, so they are kept small.
+MAX_SIDECAR_METADATA_BYTES = 10 * 1024
+
+
 def parse_sidecar(data: bytes) -> dict[str, Any]:
     """User metadata from a `<file>.metadata.json` sidecar.
 
@@ -67,6 +71,13 @@ def parse_sidecar(data: bytes) -> dict[str, Any]:
         if not isinstance(value, str | int | float | bool | list) and value is not None:
             raise SidecarError(f"attribute {name!r} must be a string, number, boolean or list")
         flat[str(name)] = value
+    size = len(json.dumps(flat, sort_keys=True).encode())
+    if size > MAX_SIDECAR_METADATA_BYTES:
+        raise SidecarError(
+            f"{size} bytes of attributes exceed the {MAX_SIDECAR_METADATA_BYTES}-byte limit "
+            "(Bedrock Knowledge Bases' own; every chunk carries them, and Upstash Vector takes "
+            "at most 48 KB of metadata per vector)"
+        )
     return flat
 
 

@@ -56,6 +56,7 @@ def test_sidecar_accepts_bedrock_and_plain_shapes() -> None:
         (b"[1, 2]", "JSON object"),
         (b'{"metadataAttributes": 3}', "must be an object"),
         (b'{"nested": {"a": 1}}', "string, number"),
+        (json.dumps({"notes": "x" * 11_000}).encode(), "exceed the 10240-byte limit"),
     ],
 )
 def test_bad_sidecars_are_refused_with_a_reason(raw: bytes, message: str) -> None:
