@@ -292,14 +292,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for part in PARTS:
         if part in args.parts:
             report[part] = steps[part](args, work)
+            write_report(report, args.output)  # what is done so far survives a later crash
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_report(report, args.output)
     return report
+
+
+def write_report(report: dict[str, Any], output: Path) -> str:
+    markdown = render_markdown(report)
+    (output / "report.json").write_text(json.dumps(report, indent=2))
+    (output / "report.md").write_text(markdown)
+    return markdown
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_arguments(argv)
-    report = run(args)
-    markdown = render_markdown(report)
-    (args.output / "report.json").write_text(json.dumps(report, indent=2))
-    (args.output / "report.md").write_text(markdown)
-    print(markdown)
+    print(render_markdown(run(args)))
