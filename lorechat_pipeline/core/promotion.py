@@ -78,7 +78,7 @@ def document_search(index: VectorIndex, embedder: Embedder) -> SearchDocuments:
 
 def sample_chunks(index: VectorIndex, limit: int = 5000) -> list[tuple[str, str, str]]:
     """(chunk_id, document, text) rows to derive golden queries from; bounded for big indexes."""
-    table = index.rows(None, ["chunk_id", "document", "text"]).slice(0, limit)
+    table = index.rows(None, ["chunk_id", "document", "text"], limit=limit)
     return list(
         zip(
             table.column("chunk_id").to_pylist(),

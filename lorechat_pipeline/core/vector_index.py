@@ -150,8 +150,8 @@ class LanceVectorIndex:
     def count(self, where: str | None = None) -> int:
         return int(self.table.count_rows(where))
 
-    def rows(self, where: str | None, columns: Sequence[str]) -> pa.Table:
-        query = self.table.search().select(list(columns)).limit(None)
+    def rows(self, where: str | None, columns: Sequence[str], limit: int | None = None) -> pa.Table:
+        query = self.table.search().select(list(columns)).limit(limit)
         if where:
             query = query.where(where)
         result: pa.Table = query.to_arrow()

@@ -17,6 +17,7 @@ No dagster or unstructured import: the serving container reads the index with th
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -300,15 +301,13 @@ class UpstashVectorIndex:
             row["vector"] = vector["vector"]
         return row
 
-    def rows(self, where: str | None, columns: Sequence[str]) -> pa.Table:
+    def rows(self, where: str | None, columns: Sequence[str], limit: int | None = None) -> pa.Table:
         schema = pa.schema([self.schema.field(name) for name in columns])
         wanted = list(columns)
+        scanned = self._scan(from_sql(where), data="text" in wanted, vectors="vector" in wanted)
         rows = [
             {name: row.get(name) for name in wanted}
-            for row in map(
-                self._row,
-                self._scan(from_sql(where), data="text" in wanted, vectors="vector" in wanted),
-            )
+            for row in itertools.islice(map(self._row, scanned), limit)
         ]
         return pa.Table.from_pylist(rows, schema=schema)
 
