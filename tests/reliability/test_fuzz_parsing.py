@@ -122,7 +122,7 @@ def check_outcome(pool: ParserPool, document: tuple[bytes, str]) -> None:
         assert all(chunk.text.strip() and "\x00" not in chunk.text for chunk in outcome)
 
 
-@settings(max_examples=40, **FUZZ_SETTINGS)  # type: ignore[arg-type]
+@settings(max_examples=60, **FUZZ_SETTINGS)  # type: ignore[arg-type]
 @given(document=documents())
 def test_any_bytes_end_as_chunks_or_a_quarantine(
     pool: ParserPool, document: tuple[bytes, str]

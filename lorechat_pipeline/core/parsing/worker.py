@@ -12,7 +12,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -221,7 +223,8 @@ class ParserPool:
             name="lorechat-parser",
             daemon=True,  # never outlive the pipeline
         )
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child_conn.close()
         return _Worker(process, parent_conn, self.timeout_seconds)
 
@@ -276,6 +279,20 @@ class _Worker:
         self.process.join()
         self.conn.close()
         self.process.close()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a worker without the parent's `__main__`: "spawn" runs the main script's imports
+    again in the child, and under `lorechat` or `dagster` that is dagster and torch, ~1.4 GB of
+    address space before the first document, which RLIMIT_AS counts (and which the worker never
+    uses: it needs worker_main's module, and its arguments are importable by name)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _death_rejection(exitcode: int | None) -> DocumentRejected:
