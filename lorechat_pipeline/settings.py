@@ -57,7 +57,8 @@ class LorechatSettings(BaseSettings):
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
 
-    chunk_max_characters: int = Field(default=800, ge=50)
+    # At most 100,000: a chunk is one passage, and a vector store takes ~1 MB of text per vector.
+    chunk_max_characters: int = Field(default=800, ge=50, le=100_000)
     chunk_new_after_characters: int = Field(default=600, ge=50)
     chunk_overlap: int = Field(default=0, ge=0)
     chunk_combine_under_characters: int = Field(default=200, ge=0)

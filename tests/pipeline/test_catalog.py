@@ -135,3 +135,17 @@ def test_catalog_round_trips_through_parquet_and_diffs() -> None:
     after = {e.document: e for e in [entry("a", b"1"), entry("b", b"22"), entry("d", b"4")]}
     diff = diff_catalogs(before, after)
     assert (diff.new, diff.changed, diff.unchanged, diff.deleted) == (["d"], ["b"], ["a"], ["c"])
+
+
+def test_runaway_titles_and_sections_are_clipped_on_every_chunk() -> None:
+    from lorechat_pipeline.core.parsing import ParsedChunk
+    from lorechat_pipeline.core.stages.chunking import MAX_LABEL_CHARACTERS, chunk_rows
+
+    entry = build_entry(
+        info("a.md"), "shard-000", data=b"hello", version_id=None, sidecar=None, sidecar_data=None
+    )
+    chunk = ParsedChunk(0, "hello", ("Title",), "T" * 5000, None, "Short section")
+    (row,) = chunk_rows(entry, [chunk], "v1").to_pylist()
+    assert len(row["title"]) == MAX_LABEL_CHARACTERS
+    assert row["title"].endswith("…")
+    assert row["section"] == "Short section"

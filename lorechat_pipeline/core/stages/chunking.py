@@ -31,6 +31,7 @@ from lorechat_pipeline.core.tables import read_table, write_table
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 30.0
+MAX_LABEL_CHARACTERS = 1000
 
 
 @dataclass
@@ -62,9 +63,9 @@ def chunk_rows(entry: CatalogEntry, chunks: list[ParsedChunk], chunker_version: 
                 "content_type": chunk_content_type(entry),
                 "ordinal": chunk.ordinal,
                 "text": chunk.text,
-                "title": chunk.title,
+                "title": clip(chunk.title),
                 "page_number": chunk.page_number,
-                "section": chunk.section,
+                "section": clip(chunk.section),
                 "element_types": list(chunk.element_types),
                 "user_metadata": entry.user_metadata,
                 "chunker_version": chunker_version,
@@ -73,6 +74,15 @@ def chunk_rows(entry: CatalogEntry, chunks: list[ParsedChunk], chunker_version: 
         ],
         schema=CHUNK_SCHEMA,
     )
+
+
+def clip(label: str | None) -> str | None:
+    """A title or section heading, cut to a label's length: they ride on every chunk, and a
+    runaway heading (a whole paragraph tagged as a title) must not push a chunk's metadata
+    past a vector store's limit."""
+    if label is None or len(label) <= MAX_LABEL_CHARACTERS:
+        return label
+    return label[: MAX_LABEL_CHARACTERS - 1] + "…"
 
 
 def chunk_content_type(entry: CatalogEntry) -> str:
