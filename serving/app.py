@@ -242,6 +242,7 @@ def create_app(
         logger.info("serving index version %s from %s", served.table, reader.uri)
         yield
         services.generator.close()
+        reader.close()
 
     app = FastAPI(
         title="LoreChat",
