@@ -159,7 +159,10 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
     assert "OMP_NUM_THREADS=1" in markdown
 
 
-def test_report_of_our_pipeline_on_a_tiny_folder(tmp_path: Path) -> None:
+def test_report_of_our_pipeline_on_a_tiny_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LORECHAT_PARSE_WORKERS", "1")  # the worker inherits it: one pool start
     docs = tmp_path / "docs"
     write_folder(docs, 2)
     args = parse_arguments(
@@ -206,4 +209,8 @@ def test_peer_on_a_tiny_folder_holds_the_edit(tmp_path: Path, system: str) -> No
     table = run(args)["ingestion"]["table"]
     assert [r["phase"] for r in table] == ["full", "unchanged", "changed"]
     assert all("error" not in r for r in table), table
-    assert table[-1]["correct"] is True, table[-1]
+    assert all(r["documents"] == 3 for r in table), table
+    # A verdict either way: unstructured-ingest's cache keeps an edited file's old text.
+    assert isinstance(table[-1]["correct"], bool), table[-1]
+    if system == "llamaindex":
+        assert table[-1]["correct"] is True, table[-1]
