@@ -31,6 +31,7 @@ from typing import Any
 from bench.ingest import prepare_source
 from bench.ingest_worker import PEER_WORKAROUNDS, normalise
 from bench.isolation import REPO, run_isolated
+from bench.plots import write_plots
 from bench.report import ingestion_rows, render_markdown
 
 PYTHON_DOCS = Path("/work/debian-docs/python3.11-doc/usr/share/doc/python3.11/html/_sources")
@@ -299,7 +300,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], output: Path) -> str:
+    plots = write_plots(report, output)
     markdown = render_markdown(report)
+    if plots:
+        markdown += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     (output / "report.json").write_text(json.dumps(report, indent=2))
     (output / "report.md").write_text(markdown)
     return markdown

@@ -214,3 +214,36 @@ def test_peer_on_a_tiny_folder_holds_the_edit(tmp_path: Path, system: str) -> No
     assert isinstance(table[-1]["correct"], bool), table[-1]
     if system == "llamaindex":
         assert table[-1]["correct"] is True, table[-1]
+
+
+def test_plots_of_a_report(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="plots come with the bench-peers group")
+    from bench.plots import write_plots
+
+    report = {
+        "ingestion": {"runs": [outcome("ours", "full", 100, 10.0)]},
+        "serving": {
+            "result": {
+                "rows": 1000,
+                "clients": 4,
+                "http": {"dense": {"p50_ms": 5.0, "p95_ms": 8.0, "p99_ms": 9.0}},
+            }
+        },
+        "scale": {
+            "sizes": [
+                {
+                    "rows": n,
+                    "peak_rss_mb": 500.0,
+                    "result": {"query_p50_ms": 5.0, "query_p99_ms": 9.0, "build_seconds": 1.0},
+                }
+                for n in (10_000, 100_000)
+            ]
+        },
+    }
+    written = write_plots(report, tmp_path)
+    assert [p.name for p in written] == [
+        "ingestion-throughput.png",
+        "serving-latency.png",
+        "scale.png",
+    ]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
