@@ -35,6 +35,9 @@ def test_hidden_files_are_ignored() -> None:
     assert is_ignored("docs/.~lock.report.docx#")
     assert is_ignored(".git/config")
     assert not is_ignored("docs/report.docx")
+    # S3 keeps `.` and `..` segments as plain characters: such keys are documents, not hidden.
+    assert not is_ignored("../escape.md")
+    assert not is_ignored("a/./b/../c.md")
 
 
 def test_sidecar_accepts_bedrock_and_plain_shapes() -> None:
