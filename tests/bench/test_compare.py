@@ -16,6 +16,7 @@ from bench.compare import (
     stage_sources,
 )
 from bench.ingest_worker import check_changes
+from bench.isolation import run_isolated
 from bench.metrics import (
     documents_by_max_score,
     evaluate,
@@ -247,3 +248,22 @@ def test_plots_of_a_report(tmp_path: Path) -> None:
         "scale.png",
     ]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_a_crash_or_timeout_is_a_result_not_the_end(tmp_path: Path) -> None:
+    (tmp_path / "crashing_step.py").write_text("raise SystemExit('the peer fell over')\n")
+    (tmp_path / "sleeping_step.py").write_text("import time\ntime.sleep(60)\n")
+    (tmp_path / "good_step.py").write_text(
+        "import json, sys\nopen(sys.argv[sys.argv.index('--out') + 1], 'w').write("
+        "json.dumps({'ok': True}))\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path)}
+    crashed = run_isolated("crashing_step", [], timeout=30, env=env)
+    assert crashed["exit_code"] == 1
+    assert "the peer fell over" in crashed["error"]
+    timed_out = run_isolated("sleeping_step", [], timeout=1, env=env)
+    assert timed_out["error"] == "timed out after 1 s"
+    good = run_isolated("good_step", [], timeout=30, env=env)
+    assert "error" not in good
+    assert good["result"] == {"ok": True}
+    assert good["peak_rss_mb"] > 0
