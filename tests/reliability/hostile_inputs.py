@@ -269,6 +269,9 @@ def hostile_cases(*, scale: int = 1) -> list[HostileCase]:
     """The generated cases; `scale` multiplies the bombs and sizes for the long variants."""
     bomb = scale * GIB
     bombed = frozenset({"decompression_bomb"})
+    # Scaled up, the xlsx bomb's rows compress to more than LORECHAT_MAX_DOCUMENT_BYTES and the
+    # nested HTML's markup is more than LORECHAT_MAX_DOCUMENT_CHARACTERS: refused earlier.
+    big = scale > 1
     return [
         HostileCase(
             "bomb.docx",
@@ -280,7 +283,7 @@ def hostile_cases(*, scale: int = 1) -> list[HostileCase]:
             "bomb.xlsx",
             f"xlsx whose sheet inflates to {bomb // GIB} GiB",
             lambda p: xlsx_bomb(p, bomb),
-            bombed,
+            bombed | {"too_large"} if big else bombed,
         ),
         HostileCase(
             "bomb.zip",
@@ -304,7 +307,7 @@ def hostile_cases(*, scale: int = 1) -> list[HostileCase]:
             "nested.html",
             f"HTML nested {100_000 * scale:,} <div>s deep",
             lambda p: nested_html(p, 100_000 * scale),
-            frozenset({"corrupt"}),
+            frozenset({"corrupt", "too_much_text"} if big else {"corrupt"}),
         ),
         HostileCase(
             "empty-pages.pdf",

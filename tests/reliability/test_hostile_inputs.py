@@ -67,7 +67,7 @@ def run_hostile_corpus(
     assert all(entry.reason and entry.detail for entry in quarantined.values())
     assert summary.quarantined == len(quarantined)
     for case in cases:
-        assert outcomes[case.name] in case.expected, (case.name, quarantined.get(case.name))
+        assert outcomes[case.name] in case.expected, quarantined.get(f"hostile/{case.name}")
     assert seconds < RUN_SECONDS
 
     # The text documents with NUL bytes and broken UTF-8 are indexed clean.
