@@ -220,6 +220,10 @@ def main() -> None:
         "LORECHAT_INDEX_URI": uri,
         "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000",
         "LORECHAT_QUERY_ENCODER_DIR": str(root / "query-encoder"),
+        # Capacity, not admission control, is measured here: every request is queued and
+        # answered (bench/soak.py measures the server turning a burst away).
+        "LORECHAT_MAX_SEARCHES_IN_FLIGHT": str(args.clients),
+        "LORECHAT_SEARCH_QUEUE_SECONDS": "60",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(port)],
