@@ -12,6 +12,7 @@ measured in the same run, with the query encoder the server runs (ONNX by defaul
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def serving_process(settings: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """`python -m serving` on a free loopback port with these extra variables, in its own
+    process group: yields (url, pid) once /readyz answers, and stops the group after."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(port)],
+        env={**os.environ, **settings},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.5)
+        yield url, server.pid
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -214,9 +247,7 @@ def main() -> None:
     # The query encoder the server runs (ONNX by default), exported once for both.
     serving_settings = ServingSettings(home=root, query_encoder_dir=root / "query-encoder")
     query_embedder = build_query_embedder(serving_settings)
-    port = free_port()
     env = {
-        **os.environ,
         "LORECHAT_INDEX_URI": uri,
         "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000",
         "LORECHAT_QUERY_ENCODER_DIR": str(root / "query-encoder"),
@@ -225,26 +256,7 @@ def main() -> None:
         "LORECHAT_MAX_SEARCHES_IN_FLIGHT": str(args.clients),
         "LORECHAT_SEARCH_QUEUE_SECONDS": "60",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.5)
+    with serving_process(env) as (url, _):
         drive(url, "dense", 2, 3, queries)  # warm caches
         report = {
             "rows": args.rows,
@@ -263,9 +275,6 @@ def main() -> None:
             "query_encoder": type(query_embedder).__name__,
             "in_process_floor": floor(uri, query_embedder, queries),
         }
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     print(json.dumps(report, indent=2))
 
 

@@ -15,10 +15,7 @@ within 3× the unloaded p99, memory growth under 10%.
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from serve import TOPICS, build_index, free_port, percentiles
+from serve import TOPICS, build_index, percentiles, serving_process
 
 from lorechat_pipeline.core.aliases import AliasStore
 from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
@@ -58,38 +55,16 @@ def main() -> None:
     uri = build_index(root, args.rows, SentenceTransformerEmbedder())
     build_query_embedder(ServingSettings(home=root, query_encoder_dir=root / "query-encoder"))
     queries = [f"steps to follow for {topic} variant {n}" for topic in TOPICS for n in range(9)]
-    port = free_port()
-    env = {
-        **os.environ,
+    settings = {
         "LORECHAT_INDEX_URI": uri,
         "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000",
         "LORECHAT_QUERY_ENCODER_DIR": str(root / "query-encoder"),
         "LORECHAT_ALIAS_CHECK_SECONDS": "1",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.5)
-        report = soak(url, server.pid, uri, queries, args.clients, args.seconds)
+        with serving_process(settings) as (url, pid):
+            report = soak(url, pid, uri, queries, args.clients, args.seconds)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps({"rows": args.rows, **report}, indent=2))
 

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,13 +84,11 @@ class Services:
     limiter: RateLimiter
     generator: Generator
     metrics: Metrics
-    _s3: Any = None
-    admission: Admission = field(default_factory=lambda: Admission(4, 0.25))
+    admission: Admission
     # Encodes at once: torch uses every core for one query (one at a time), a one-thread ONNX
     # session one core (one per core).
-    encode_slots: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(1)
-    )
+    encode_slots: threading.BoundedSemaphore
+    _s3: Any = None
 
     def s3(self) -> Any:
         if self._s3 is None:

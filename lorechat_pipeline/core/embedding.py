@@ -54,7 +54,7 @@ _models: dict[tuple[str, int | None], Any] = {}
 _models_lock = threading.Lock()
 
 
-def _load_sentence_transformer(path: str, max_tokens: int | None = None) -> Any:
+def load_sentence_transformer(path: str, max_tokens: int | None = None) -> Any:
     # Models are loaded once per process and shared: loading costs far more than a lookup.
     # A truncation length is part of the key because it is model state that changes vectors.
     with _models_lock:
@@ -120,7 +120,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     @cached_property
     def model(self) -> Any:
-        return _load_sentence_transformer(self.model_path, self.max_tokens_override)
+        return load_sentence_transformer(self.model_path, self.max_tokens_override)
 
     @property
     def dimension(self) -> int:  # type: ignore[override]

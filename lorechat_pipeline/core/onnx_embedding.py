@@ -22,8 +22,8 @@ import numpy as np
 
 from lorechat_pipeline.core.embedding import (
     Embedder,
-    _load_sentence_transformer,
     embedder_model_id,
+    load_sentence_transformer,
     packaged_model_path,
 )
 
@@ -70,7 +70,7 @@ def export_query_encoder(
     """Export the model (default: the packaged one) to `destination`; needs torch."""
     import torch
 
-    model = _load_sentence_transformer(model_path or str(packaged_model_path()), max_tokens)
+    model = load_sentence_transformer(model_path or str(packaged_model_path()), max_tokens)
     modules = list(model)
     pooling = modules[1] if len(modules) > 1 else None
     # sentence-transformers 6 names the mode `pooling_mode`; older releases had a getter.

@@ -86,10 +86,11 @@ def raw_documents(
         min_documents=ingestion_config.deletion_guard_min_documents,
         confirmed=config.confirm_deletions,
     )
+    processed = processed_store.open()
     observations = [
         observe_shard(
             store,
-            processed_store.open(),
+            processed,
             shard,
             shard_count=SHARD_COUNT,
             max_document_bytes=ingestion_config.max_document_bytes,
