@@ -1,6 +1,6 @@
 """Search latency and throughput of the serving API over HTTP, against the in-process floor.
 
-    .venv/bin/python bench/serve.py [--rows 100000] [--clients 16] [--seconds 20]
+    .venv/bin/python bench/serve.py [--rows 100000] [--clients 16] [--seconds 20] [--index DIR]
 
 Builds an index of `--rows` chunks (real embeddings of a base set of passages, spread into
 near-duplicates with small noise so the vector distribution stays realistic, then the IVF_FLAT
@@ -12,6 +12,7 @@ measured in the same run, with the query encoder the server runs (ONNX by defaul
 """
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -20,7 +21,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,62 +131,115 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
 
 
+async def _client(
+    host: str,
+    port: int,
+    requests: list[bytes],
+    stop_at: float,
+    latencies: list[float],
+    failures: list[int],
+) -> None:
+    """One keep-alive connection sending requests back to back. Written on raw streams: a
+    general-purpose client spends more CPU per request than the server under test, on the same
+    two cores."""
+    reader, writer = await asyncio.open_connection(host, port)
+    position = 0
+    try:
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            writer.write(requests[position % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            elapsed = time.perf_counter() - started
+            (latencies.append(elapsed) if status == 200 else failures.append(status))
+            position += 1
+    finally:
+        writer.close()
+
+
 def drive(
     url: str, mode: str, clients: int, seconds: float, queries: list[str]
 ) -> dict[str, float]:
+    """`clients` connections searching back to back for `seconds`: latency and requests/s."""
+    host, port = url.removeprefix("http://").split(":")
+    requests = []
+    for query in queries:
+        body = json.dumps({"query": query, "k": 10, "mode": mode}).encode()
+        requests.append(
+            f"POST /v1/search HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
     latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
+    failures: list[int] = []
 
-    def client(number: int) -> None:
-        nonlocal errors
-        with httpx.Client(base_url=url, timeout=30) as session:
-            position = number
-            while time.perf_counter() < stop_at:
-                body = {"query": queries[position % len(queries)], "k": 10, "mode": mode}
-                started = time.perf_counter()
-                response = session.post("/v1/search", json=body)
-                elapsed = time.perf_counter() - started
-                with lock:
-                    if response.status_code == 200:
-                        latencies.append(elapsed)
-                    else:
-                        errors += 1
-                position += clients
+    async def run() -> None:
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(
+            *(
+                _client(host, int(port), requests[n:] + requests[:n], stop_at, latencies, failures)
+                for n in range(clients)
+            )
+        )
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    asyncio.run(run())
     return {
         "requests": len(latencies),
-        "errors": errors,
+        "errors": len(failures),
         "requests_per_second": round(len(latencies) / seconds, 1),
         **percentiles(latencies),
     }
 
 
 def floor(uri: str, embedder: Embedder, queries: list[str]) -> dict[str, Any]:
-    """Embed + search in this process, one query at a time: what HTTP and concurrency add to."""
-    from serving.search import SearchMode, search
+    """Embed + search in this process, one query at a time: what HTTP and concurrency add to.
+    Dense search both ways the server can answer it (its in-memory copy; LanceDB, which answers
+    filtered searches), and the copy's recall@10 against exact search over every vector."""
+    from threadpoolctl import threadpool_limits
 
+    from serving.resident import ResidentVectors, vectors_of
+    from serving.search import RESULT_COLUMNS, SearchMode, resident_dense, search
+
+    threadpool_limits(1, user_api="blas")  # as the server runs
     index = LanceVectorIndex.open(uri, AliasStore(LocalObjectStore(uri)).current_table() or "")
-    result: dict[str, Any] = {}
+    data = index.rows(None, [*RESULT_COLUMNS, "vector"])
+    vectors = vectors_of(data)
+    started = time.perf_counter()
+    resident = ResidentVectors((index.name, 0), vectors, data.drop_columns(["vector"]))
+    result: dict[str, Any] = {"resident_build_seconds": round(time.perf_counter() - started, 2)}
+    query_vectors = []
     encode = []
     for query in queries:
         started = time.perf_counter()
-        embedder.embed_query(query)
+        query_vectors.append(embedder.embed_query(query))
         encode.append(time.perf_counter() - started)
     result["query_encode"] = percentiles(encode)
-    for mode in (SearchMode.DENSE, SearchMode.HYBRID):
-        samples = []
-        for query in queries:
+    exact_ids = data.column("chunk_id").to_pylist()
+    recalls = []
+    for vector in query_vectors:
+        exact = {exact_ids[row] for row in np.argsort(-(vectors @ vector))[:10]}
+        found = resident_dense(resident, vector, 10, None) or []
+        recalls.append(len(exact & {hit.chunk_id for hit in found}) / 10)
+    result["resident_recall_at_10"] = round(float(np.mean(recalls)), 4)
+    ways = {
+        "dense_resident": (SearchMode.DENSE, resident),
+        "dense_lancedb": (SearchMode.DENSE, None),
+        "hybrid": (SearchMode.HYBRID, resident),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in ways}
+    for query, vector in zip(queries, query_vectors, strict=True):
+        for name, (mode, copy) in ways.items():
             started = time.perf_counter()
-            search(index, mode, query, embedder.embed_query(query), 10, None)
-            samples.append(time.perf_counter() - started)
-        result[mode.value] = percentiles(samples)
+            search(index, mode, query, vector, 10, None, resident=copy)
+            timings[name].append(time.perf_counter() - started)
+    result["search_without_encode"] = {
+        name: percentiles(samples) for name, samples in timings.items()
+    }
     return result
 
 
@@ -234,12 +287,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--index",
+        help="an index folder to serve (its alias's current version) instead of building one",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="lorechat-serve-bench-"))
-    embedder = SentenceTransformerEmbedder()
     started = time.perf_counter()
-    uri = build_index(root, args.rows, embedder)
+    if args.index:
+        uri = args.index
+        current = AliasStore(LocalObjectStore(uri)).current_table() or ""
+        args.rows = LanceVectorIndex.open(uri, current).count()
+    else:
+        uri = build_index(root, args.rows, SentenceTransformerEmbedder())
     build_seconds = time.perf_counter() - started
     queries = [f"who do I contact about {topic}?" for topic in TOPICS]
     queries += [f"steps to follow for {topic} variant {n}" for topic in TOPICS for n in range(9)]
@@ -257,10 +318,16 @@ def main() -> None:
         "LORECHAT_SEARCH_QUEUE_SECONDS": "60",
     }
     with serving_process(env) as (url, _):
+        # The server copies the version into memory in the background; measure once it has.
+        deadline = time.monotonic() + 600
+        while httpx.get(url + "/v1/index", timeout=30).json()["resident_rows"] < args.rows:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server never built its in-memory copy")
+            time.sleep(0.5)
         drive(url, "dense", 2, 3, queries)  # warm caches
         report = {
             "rows": args.rows,
-            "index_build_seconds": round(build_seconds, 1),
+            "index_build_seconds": None if args.index else round(build_seconds, 1),
             "clients": args.clients,
             "seconds_per_mode": args.seconds,
             # Latency as one caller sees it on an idle server, then throughput and latency

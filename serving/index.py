@@ -5,7 +5,7 @@ folder or s3://) or on Upstash Vector (a namespace per version), as LORECHAT_VEC
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lorechat_pipeline.core.aliases import AliasStore
@@ -24,6 +24,7 @@ from lorechat_pipeline.core.vector_index import (
     LanceVectorIndex,
     lance_storage_options,
 )
+from serving.resident import ResidentIndex, ResidentVectors
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,19 @@ class IndexReader:
     ready, so a deployment replaces it with a container configured for the new model.
     """
 
-    def __init__(self, settings: ServingSettings, embedder: Embedder) -> None:
+    def __init__(
+        self, settings: ServingSettings, embedder: Embedder, result_columns: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.client: UpstashVectorClient | None = None
+        # Upstash is searched where it lives; a LanceDB version is also copied into memory.
+        self.resident = ResidentIndex(
+            settings.resident_vectors_mb * 2**20
+            if settings.backends.vector_store is not VectorStoreKind.UPSTASH
+            else 0,
+            result_columns,
+        )
         self.uri: str
         self.aliases: AliasStore
         self._open_version: Callable[[str], VectorIndex]
@@ -113,8 +123,18 @@ class IndexReader:
         )
 
     def close(self) -> None:
+        self.resident.close()
         if self.client is not None:
             self.client.close()
+
+    def resident_copy(self, served: ServedVersion) -> ResidentVectors | None:
+        """The in-memory copy of the served version, if it is built and up to date."""
+        resident = self.resident.current()
+        return resident if resident is not None and resident.key[0] == served.table else None
+
+    def _track(self, served: ServedVersion) -> None:
+        if isinstance(served.index, LanceVectorIndex):
+            self.resident.track(served.index)
 
     def _open(self, table: str) -> VectorIndex:
         return self._open_version(table)
@@ -127,6 +147,7 @@ class IndexReader:
         served = ServedVersion(self._open(table), table, time.monotonic())
         with self._lock:
             self._served, self._checked_at, self.problem = served, time.monotonic(), None
+        self._track(served)
         return served
 
     def current(self) -> ServedVersion:
@@ -142,6 +163,7 @@ class IndexReader:
             table = served.table if served else None
         if served is not None and table == served.table:
             served.index.refresh()  # rows written since (incremental updates) become visible
+            self._track(served)
             return served
         if table is None:
             raise IndexUnavailable(f"no index version is current at {self.uri}")
@@ -155,5 +177,6 @@ class IndexReader:
             return served
         with self._lock:
             self._served, self.problem = fresh, None
+        self._track(fresh)
         logger.info("now serving index version %s", table)
         return fresh

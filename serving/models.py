@@ -94,6 +94,10 @@ class IndexInfo(BaseModel):
     documents: int
     promoted_at: str | None
     problem: str | None = Field(description="Why the alias target is not served, if it is not.")
+    resident_rows: int = Field(
+        description="Rows of the served version copied into memory for dense search (0: every "
+        "search goes to the vector store; the copy is rebuilt in the background after a change)."
+    )
 
 
 class DocumentChunks(BaseModel):

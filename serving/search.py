@@ -18,6 +18,7 @@ from lorechat_pipeline.core.backends.upstash_index import (
 )
 from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.vector_index import LanceVectorIndex, SearchHit, sql_string
+from serving.resident import ResidentVectors
 
 RRF_K = 60
 # Columns a filter may name, with their type; everything else is refused with a 4xx.
@@ -142,6 +143,16 @@ def dense(
     return [Hit(row["chunk_id"], 1.0 - float(row.pop("_distance")), row) for row in rows]
 
 
+def resident_dense(
+    resident: ResidentVectors, vector: np.ndarray, k: int, collections: Sequence[str] | None
+) -> list[Hit] | None:
+    found = resident.search(vector, k, collections)
+    if found is None:
+        return None
+    rows = resident.result_rows(found)
+    return [Hit(row["chunk_id"], hit.score, row) for hit, row in zip(found, rows, strict=True)]
+
+
 def keyword(index: LanceVectorIndex, text: str, k: int, where: str | None) -> list[Hit]:
     query = index.table.search(text, query_type="fts").select([*RESULT_COLUMNS, "_score"]).limit(k)
     if where:
@@ -170,19 +181,31 @@ def search(
     where: str | None,
     *,
     nprobes: int = DEFAULT_NPROBES,
+    resident: ResidentVectors | None = None,
+    collections: Sequence[str] | None = None,
 ) -> list[Hit]:
+    """`resident`: the served version's in-memory copy, which answers dense searches whose only
+    filter is the caller's collection scope (`collections`, already part of `where`)."""
     if isinstance(index, UpstashVectorIndex):
         return upstash_search(index, mode, text, vector, k, where)
     assert isinstance(index, LanceVectorIndex)
     if mode is SearchMode.KEYWORD:
         return keyword(index, text, k, where)
     assert vector is not None
+
+    def dense_ranking(depth: int) -> list[Hit]:
+        if resident is not None:
+            hits = resident_dense(resident, vector, depth, collections)
+            if hits is not None:
+                return hits
+        return dense(index, vector, depth, where, nprobes=nprobes)
+
     if mode is SearchMode.DENSE:
-        return dense(index, vector, k, where, nprobes=nprobes)
+        return dense_ranking(k)
     depth = max(k * 4, 20)  # fuse deeper lists than returned: RRF needs overlap to work
     # Both searches release the GIL: the full-text one runs beside the vector one.
     keyword_hits = _hybrid_pool.submit(keyword, index, text, depth, where)
-    dense_hits = dense(index, vector, depth, where, nprobes=nprobes)
+    dense_hits = dense_ranking(depth)
     return reciprocal_rank_fusion([dense_hits, keyword_hits.result()], k)
 
 

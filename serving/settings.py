@@ -98,6 +98,9 @@ class ServingSettings(BaseSettings):
     search_queue_seconds: float = Field(default=0.05, ge=0.0)
     # IVF partitions a dense search probes at least (more only when a filter needs them).
     search_nprobes: int = Field(default=8, ge=1)
+    # Memory for an in-memory copy of the served version's vectors (0: LanceDB answers every
+    # search). 256 MB holds ~170k chunks of 384 dimensions; larger versions stay on LanceDB.
+    resident_vectors_mb: int = Field(default=256, ge=0)
     # How often the alias is re-read: a promotion is served within this many seconds.
     alias_check_seconds: float = Field(default=5.0, ge=0.0)
 

@@ -1,0 +1,163 @@
+"""The in-memory copy of the served version: the same ranking as exact search, used only while it
+matches the version being served, and never wrong while it catches up."""
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from serving.resident import ResidentIndex, ResidentVectors
+from tests.serving.conftest import BuiltIndex, RunningServer, ServerFactory
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def rows_for(count: int, collections: list[str]) -> pa.Table:
+    return pa.table(
+        {
+            "chunk_id": [f"chunk-{n:06d}" for n in range(count)],
+            "collection": [collections[n % len(collections)] for n in range(count)],
+        }
+    )
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    scores = unit(vectors) @ unit(query)
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    return [int(row) for row in np.lexsort((np.arange(len(scores)), -scores))[:k]]
+
+
+def test_small_versions_are_searched_exactly_with_collection_scopes() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    resident = ResidentVectors(("table", 1), vectors, rows_for(500, ["a", "b", "c"]))
+    collections = np.array(["a", "b", "c"] * 167)[:500]
+    for query in rng.normal(size=(20, 32)).astype(np.float32):
+        found = resident.search(query, 10)
+        assert found is not None
+        assert [hit.row for hit in found] == exact_top(vectors, query, 10)
+        expected_scores = unit(vectors)[[hit.row for hit in found]] @ unit(query)
+        np.testing.assert_allclose([hit.score for hit in found], expected_scores, rtol=1e-5)
+        scoped = resident.search(query, 10, ["b", "unknown"])
+        assert scoped is not None
+        assert [hit.row for hit in scoped] == exact_top(vectors, query, 10, collections == "b")
+    rows = resident.result_rows(found)
+    assert [row["chunk_id"] for row in rows] == [f"chunk-{hit.row:06d}" for hit in found]
+    # A scope the copy cannot fill is handed back to the vector store, never answered short.
+    assert resident.search(vectors[0], 5, ["nobody"]) is None
+
+
+def test_large_versions_are_searched_by_inverted_file_with_high_recall() -> None:
+    rng = np.random.default_rng(2)
+    centres = unit(rng.normal(size=(300, 64)))
+    members = rng.integers(0, len(centres), 30_000)
+    vectors = unit(centres[members] + rng.normal(0, 0.08, (30_000, 64)))
+    resident = ResidentVectors(("table", 1), vectors, rows_for(30_000, ["a"]), exact_rows=1_000)
+    assert resident.centroids is not None
+    assert resident.probes < len(resident.centroids) / 8  # it really searches a part
+    recalls = []
+    for query in unit(centres[:50] + rng.normal(0, 0.08, (50, 64))):
+        found = resident.search(query, 10)
+        assert found is not None
+        assert [hit.score for hit in found] == sorted((hit.score for hit in found), reverse=True)
+        # Row numbers are the copy's own (sorted by list): compare by chunk id.
+        ours = {int(row["chunk_id"].split("-")[1]) for row in resident.result_rows(found)}
+        recalls.append(len(ours & set(exact_top(vectors, query, 10))) / 10)
+    assert np.mean(recalls) >= 0.95
+    # The rows moved with their vectors when sorted by list.
+    best = found[0]
+    chunk = resident.result_rows([best])[0]["chunk_id"]
+    assert float(unit(vectors)[int(chunk.split("-")[1])] @ query) == pytest.approx(best.score)
+
+
+def test_a_version_over_the_budget_is_left_to_the_vector_store(built_index: BuiltIndex) -> None:
+    pipeline = built_index.pipeline()
+    index = pipeline.open_current_index()
+    assert isinstance(index, LanceVectorIndex)
+    refused = ResidentIndex(budget_bytes=1024, columns=["chunk_id", "collection"])
+    refused.track(index)
+    assert not refused.wait_until_built(2)
+    kept = ResidentIndex(budget_bytes=2**30, columns=["chunk_id", "collection"])
+    kept.track(index)
+    assert kept.wait_until_built(60)
+    copy = kept.current()
+    assert copy is not None
+    assert copy.size == index.count()
+    pipeline.close()
+
+
+def wait_for_copy(server: RunningServer, rows: int) -> None:
+    deadline = time.monotonic() + 60
+    with server.client() as client:
+        while client.get("/v1/index").json()["resident_rows"] != rows:
+            assert time.monotonic() < deadline, "the in-memory copy was never built"
+            time.sleep(0.1)
+
+
+QUERIES = ["how do I bleed a radiator", "boiler pressure", "green tea", "solar panels", "bikes"]
+
+
+def test_the_copy_answers_as_lancedb_does(serve: ServerFactory, built_index: BuiltIndex) -> None:
+    with_copy = serve()
+    without_copy = serve(resident_vectors_mb=0)
+    chunks = built_index.pipeline().open_current_index().count()
+    wait_for_copy(with_copy, chunks)
+    with without_copy.client() as client:
+        assert client.get("/v1/index").json()["resident_rows"] == 0
+    with with_copy.client() as fast, without_copy.client() as plain:
+        for query in QUERIES:
+            for body in (
+                {"query": query, "k": 5, "mode": "dense"},
+                {"query": query, "k": 5, "mode": "dense", "collection": "energy"},
+                {"query": query, "k": 5, "mode": "hybrid"},
+            ):
+                ours, theirs = (
+                    fast.post("/v1/search", json=body),
+                    plain.post("/v1/search", json=body),
+                )
+                assert ours.status_code == theirs.status_code == 200
+                got, expected = ours.json()["hits"], theirs.json()["hits"]
+                assert [hit["chunk_id"] for hit in got] == [hit["chunk_id"] for hit in expected]
+                assert [hit["score"] for hit in got] == pytest.approx(
+                    [hit["score"] for hit in expected], abs=1e-4
+                )
+                assert got[0]["citation"] == expected[0]["citation"]
+
+
+def test_rows_written_to_the_served_version_are_found_at_once(
+    serve: ServerFactory, built_index: BuiltIndex, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(built_index.home, home)
+    server = serve(home=home)
+    pipeline = BuiltIndex(home, built_index.source).pipeline()
+    index = pipeline.open_current_index()
+    assert isinstance(index, LanceVectorIndex)
+    chunks = index.count()
+    wait_for_copy(server, chunks)
+    # An incremental update lands in the version being served: a chunk about something new.
+    row = index.table.search().limit(1).to_arrow()
+    text = "The lighthouse keeper winds the clockwork lamp at dusk."
+    vector = pipeline.embedder.embed_documents([text])[0]
+    row = row.set_column(row.schema.get_field_index("chunk_id"), "chunk_id", [["lighthouse#1"]])
+    row = row.set_column(row.schema.get_field_index("text"), "text", [[text]])
+    row = row.set_column(
+        row.schema.get_field_index("vector"),
+        "vector",
+        pa.array([vector.tolist()], type=row.schema.field("vector").type),
+    )
+    index.table.add(row)
+    with server.client() as client:
+        body = {"query": "who winds the lighthouse lamp", "k": 1, "mode": "dense"}
+        # Found straight away: from LanceDB until the copy has caught up, then from the copy.
+        assert client.post("/v1/search", json=body).json()["hits"][0]["chunk_id"] == "lighthouse#1"
+        wait_for_copy(server, chunks + 1)
+        assert client.post("/v1/search", json=body).json()["hits"][0]["chunk_id"] == "lighthouse#1"
+    pipeline.close()
