@@ -18,6 +18,7 @@ from lorechat_pipeline.core.deployment import (
     Backends,
     EmbedderKind,
     Environment,
+    LocalEncoder,
     VectorStoreKind,
     backends_for,
 )
@@ -26,6 +27,7 @@ from lorechat_pipeline.core.storage import is_s3_uri
 __all__ = [
     "EmbedderKind",
     "Environment",
+    "LocalEncoder",
     "LorechatSettings",
     "VectorStoreKind",
     "load_settings",
@@ -78,6 +80,14 @@ class LorechatSettings(BaseSettings):
     embedding_batch_size: int = Field(default=16, ge=1)
     # Tokens of each chunk the model reads (None: the model's limit); part of the model's id.
     embedding_max_tokens: int | None = Field(default=None, ge=4)
+    # onnx: onnxruntime on an ONNX export of the model (the same vectors, ~1.5x faster); torch:
+    # sentence-transformers. Both record the same model id, so either reads the other's index.
+    local_encoder: LocalEncoder = LocalEncoder.ONNX
+    # Where ONNX exports are cached, one folder per model and export format (empty:
+    # $LORECHAT_HOME/query-encoder, the cache the serving app uses too).
+    onnx_cache_dir: Path | None = None
+    # Threads of one encode (0: one per core).
+    embedding_threads: int = Field(default=0, ge=0)
     ann_index_min_rows: int = Field(default=100_000, ge=256)
 
     # Amazon Bedrock embeddings (LORECHAT_EMBEDDER=bedrock).
@@ -176,6 +186,10 @@ class LorechatSettings(BaseSettings):
         if self.cloudwatch_metrics is not None:
             return self.cloudwatch_metrics
         return self.environment is Environment.AWS
+
+    @property
+    def onnx_cache_path(self) -> Path:
+        return (self.onnx_cache_dir or self.home_path / "query-encoder").expanduser().resolve()
 
     @property
     def dagster_home(self) -> Path:

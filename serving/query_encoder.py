@@ -4,11 +4,8 @@ The export is looked up in LORECHAT_QUERY_ENCODER_DIR (the image ships one made 
 or in a cache under LORECHAT_HOME, and made there on first use when torch is installed.
 """
 
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from lorechat_pipeline.core.bedrock_embedding import BedrockEmbedder
@@ -22,7 +19,9 @@ from lorechat_pipeline.core.onnx_embedding import (
     OnnxEmbedder,
     OnnxExportError,
     OnnxExportInfo,
-    export_query_encoder,
+    export_atomically,
+    export_cache_folder,
+    valid_export,
 )
 from serving.settings import QueryEncoder, ServingSettings
 
@@ -32,8 +31,8 @@ logger = logging.getLogger(__name__)
 def export_folder(settings: ServingSettings, model_id: str) -> Path:
     if settings.query_encoder_dir is not None:
         return settings.query_encoder_dir
-    digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
-    return settings.home.expanduser().resolve() / "query-encoder" / digest
+    # The cache ingestion exports into too (LORECHAT_ONNX_CACHE_DIR there; the home's default).
+    return export_cache_folder(settings.home / "query-encoder", model_id)
 
 
 def build_query_embedder(settings: ServingSettings) -> Embedder:
@@ -53,10 +52,7 @@ def build_query_embedder(settings: ServingSettings) -> Embedder:
         )
     expected = embedder_model_id(settings.embedding_model_path, settings.embedding_max_tokens)
     folder = export_folder(settings, expected)
-    try:
-        found: OnnxExportInfo | None = OnnxExportInfo.read(folder)
-    except OnnxExportError:
-        found = None
+    found: OnnxExportInfo | None = valid_export(folder)  # None: missing, partial or corrupt
     if found is not None and found.model_id != expected:
         raise OnnxExportError(
             f"{folder} holds an export of {found.model_id}, but the configured model is "
@@ -88,13 +84,5 @@ def export_into(folder: Path, settings: ServingSettings) -> None:
             "LORECHAT_QUERY_ENCODER=torch"
         ) from error
     logger.info("exporting the query encoder to %s (once)", folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     # Exported beside the destination and moved in whole: a concurrent start never reads half.
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
-    try:
-        export_query_encoder(staging, settings.embedding_model_path, settings.embedding_max_tokens)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    export_atomically(folder, settings.embedding_model_path, settings.embedding_max_tokens)

@@ -30,6 +30,18 @@ def embedder():  # type: ignore[no-untyped-def]
     return model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ONNX export per model for the whole session (and its subprocesses), not one per
+    pipeline home: every test pipeline embeds with the default onnx encoder."""
+    configured = os.environ.get("LORECHAT_ONNX_CACHE_DIR")
+    folder = Path(configured) if configured else tmp_path_factory.mktemp("onnx-cache")
+    os.environ["LORECHAT_ONNX_CACHE_DIR"] = str(folder)
+    yield folder
+    if configured is None:
+        os.environ.pop("LORECHAT_ONNX_CACHE_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's real S3 HTTP API on loopback (not an in-process mock)."""

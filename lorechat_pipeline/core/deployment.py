@@ -24,6 +24,13 @@ class EmbedderKind(StrEnum):
     BEDROCK = "bedrock"  # Amazon Bedrock (Titan Text Embeddings v2 by default)
 
 
+class LocalEncoder(StrEnum):
+    """How the local embedder runs its model; both give the same vectors and the same model id."""
+
+    ONNX = "onnx"  # onnxruntime on an ONNX export of the model (exported once, with torch)
+    TORCH = "torch"  # sentence-transformers
+
+
 @dataclass(frozen=True)
 class Backends:
     vector_store: VectorStoreKind

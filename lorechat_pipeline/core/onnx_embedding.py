@@ -1,20 +1,27 @@
-"""The query encoder without torch: an ONNX export of the sentence-transformers model.
+"""The local model without torch at run time: an ONNX export of the sentence-transformers model.
 
 The serving container embeds one short query per request. Torch costs it ~700 MB of image and
 ~17 ms per query on two cores; onnxruntime runs the same graph in a few milliseconds from a
-~100 MB install. The export is made where torch is available (the image's build stage, or the
-first `lorechat serve`), and records the id of the model it came from, so an index built by that
-model accepts it and any other index refuses it, exactly as with the torch embedder.
+~100 MB install. Ingestion embeds documents with the same export (the same vectors, cosine ≥
+0.9999, ~1.5× the chunks per second of torch). The export is made where torch is available (the
+image's build stage, or the first run) into a cache keyed by model and export format, and records
+the id of the model it came from, so an index built by that model accepts it and any other index
+refuses it, exactly as with the torch embedder.
 
 Pooling and normalisation are done here in numpy; the export refuses models whose pipeline is
 not transformer → mean pooling → normalise, the only one this code reproduces.
 """
 
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 import threading
+import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ from lorechat_pipeline.core.embedding import (
     packaged_model_path,
 )
 
-EXPORT_FORMAT = 1
+# 2: export.json records the size of each file, so a truncated or partial export is detected.
+EXPORT_FORMAT = 2
 EXPORT_INFO = "export.json"
 GRAPH = "model.onnx"
 TOKENIZER = "tokenizer.json"
@@ -46,6 +54,8 @@ class OnnxExportInfo:
     pooling: str = "mean"
     normalized: bool = True
     format: int = EXPORT_FORMAT
+    # File name → size in bytes, checked on every read: a cut-short copy is not an export.
+    files: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: Path) -> "OnnxExportInfo":
@@ -55,13 +65,27 @@ class OnnxExportInfo:
         except FileNotFoundError as error:
             raise OnnxExportError(
                 f"{folder} is not an ONNX query encoder export (no {EXPORT_INFO}); make one with "
-                "`lorechat export-query-encoder DIR`"
+                "`python -m lorechat_pipeline.core.onnx_embedding DIR`"
             ) from error
-        if payload.get("format") != EXPORT_FORMAT:
+        except (ValueError, OSError) as error:
+            raise OnnxExportError(f"{path} is unreadable ({error}); re-export") from error
+        if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+            found = payload.get("format") if isinstance(payload, dict) else None
             raise OnnxExportError(
-                f"{path}: export format {payload.get('format')} is not {EXPORT_FORMAT}; re-export"
+                f"{path}: export format {found} is not {EXPORT_FORMAT}; re-export"
             )
-        return cls(**payload)
+        try:
+            info = cls(**payload)
+        except TypeError as error:
+            raise OnnxExportError(f"{path} is not an export description ({error})") from error
+        for name in (GRAPH, TOKENIZER):
+            size = (folder / name).stat().st_size if (folder / name).is_file() else None
+            if size is None or size != info.files.get(name):
+                raise OnnxExportError(
+                    f"{folder / name} is missing or incomplete ({size} bytes, export.json says "
+                    f"{info.files.get(name)}); re-export"
+                )
+        return info
 
 
 def export_query_encoder(
@@ -121,61 +145,162 @@ def export_query_encoder(
         model_id=embedder_model_id(model_path, max_tokens),
         dimension=int(getter()),
         max_tokens=int(model.max_seq_length),
+        files={name: (destination / name).stat().st_size for name in (GRAPH, TOKENIZER)},
     )
+    # Written last: an export without its description is never taken for a whole one.
     (destination / EXPORT_INFO).write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
 
 
+def export_cache_folder(cache: Path, model_id: str) -> Path:
+    """The folder of `model_id`'s export in a cache ($LORECHAT_HOME/query-encoder by default,
+    shared by ingestion and serving); the export format is part of the key, so a new format
+    never reads an old one."""
+    digest = hashlib.sha256(f"{model_id}\n{EXPORT_FORMAT}".encode()).hexdigest()[:16]
+    return cache.expanduser().resolve() / digest
+
+
+def valid_export(folder: Path) -> OnnxExportInfo | None:
+    """The export in `folder`, or None when there is none, or only part of one."""
+    try:
+        return OnnxExportInfo.read(folder)
+    except OnnxExportError:
+        return None
+
+
+def export_atomically(
+    folder: Path, model_path: str | None = None, max_tokens: int | None = None
+) -> OnnxExportInfo:
+    """Export into a staging folder beside `folder` and move it in whole: a reader never sees
+    half an export, and of two processes exporting at once one wins and the other uses its."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        info = export_query_encoder(staging, model_path, max_tokens)
+        for _ in range(3):
+            try:
+                staging.rename(folder)  # atomic; fails when `folder` exists and is not empty
+                return info
+            except OSError:
+                if not folder.exists():
+                    continue
+            if valid_export(folder) is not None:
+                return OnnxExportInfo.read(folder)  # a concurrent export finished first
+            # A partial or corrupt export: moved aside (atomically) before ours takes its place.
+            stale = folder.parent / f".stale-{uuid.uuid4().hex}"
+            try:
+                folder.rename(stale)
+            except OSError:
+                continue  # someone else moved it first
+            shutil.rmtree(stale, ignore_errors=True)
+        raise OnnxExportError(f"could not move an export into {folder}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def ensure_export(
+    folder: Path, model_path: str | None = None, max_tokens: int | None = None
+) -> OnnxExportInfo:
+    """The export of the model in `folder`: read when whole, (re)made when missing or partial."""
+    expected = embedder_model_id(model_path, max_tokens)
+    info = valid_export(folder)
+    if info is None:
+        try:
+            import torch  # noqa: F401 - only to tell a missing torch from a failed export
+        except ImportError as error:
+            raise OnnxExportError(
+                f"no ONNX export of {expected} in {folder}, and torch is not installed to make "
+                "one (`python -m lorechat_pipeline.core.onnx_embedding DIR` where it is)"
+            ) from error
+        info = export_atomically(folder, model_path, max_tokens)
+    if info.model_id != expected:
+        raise OnnxExportError(
+            f"{folder} holds an export of {info.model_id}, not of {expected}; remove the folder "
+            "to export again"
+        )
+    return info
+
+
 class OnnxEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (or another exported model) through onnxruntime and `tokenizers`."""
+    """all-MiniLM-L6-v2 (or another exported model) through onnxruntime and `tokenizers`.
+
+    Texts are tokenized together, sorted by token count and batched so that each batch pads to
+    nearly its own length; vectors come back in the order of the texts."""
 
     def __init__(self, folder: Path, *, threads: int = 1, batch_size: int = 16) -> None:
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401 - fail here, not at the first encode
             from tokenizers import Tokenizer
         except ImportError as error:  # pragma: no cover - depends on the installation
             raise OnnxExportError(
-                "the ONNX query encoder needs onnxruntime and tokenizers installed"
+                "the ONNX encoder needs onnxruntime and tokenizers installed"
             ) from error
         self.folder = folder
         self.info = OnnxExportInfo.read(folder)
         self.model_id = self.info.model_id
         self.dimension = self.info.dimension
         self.normalized = self.info.normalized
+        self.max_tokens = self.info.max_tokens
         self.batch_size = batch_size
         self.threads = threads
-        options = onnxruntime.SessionOptions()
-        # One thread per query: requests run side by side on the cores instead of contending
-        # for them inside each query.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            str(folder / GRAPH), options, providers=["CPUExecutionProvider"]
-        )
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
+        # Truncated exactly where sentence-transformers truncates (its max_seq_length); padded
+        # here, per batch.
         self.tokenizer.enable_truncation(self.info.max_tokens)
-        self.tokenizer.enable_padding()
+        self.tokenizer.no_padding()
+        self._pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         # Tokenizer objects are not documented as thread-safe; encoding is microseconds.
         self._tokenizer_lock = threading.Lock()
+        self._session_lock = threading.Lock()
+
+    @cached_property
+    def session(self) -> Any:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        # Serving: one thread per query, requests side by side on the cores. Ingestion: one
+        # encode at a time over every core.
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        return onnxruntime.InferenceSession(
+            str(self.folder / GRAPH), options, providers=["CPUExecutionProvider"]
+        )
+
+    def warm_up_in_background(self) -> None:
+        threading.Thread(target=self._load, name="embedder-warm-up", daemon=True).start()
+
+    def _load(self) -> Any:
+        with self._session_lock:  # one load, whichever thread asks first
+            return self.session
+
+    def _encode(self, texts: Sequence[str]) -> list[Any]:
+        with self._tokenizer_lock:
+            return list(self.tokenizer.encode_batch(list(texts)))
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads (after truncation), as SentenceTransformerEmbedder counts."""
+        return sum(len(e.ids) for e in self._encode(texts))
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        batches = [
-            self._embed_batch(list(texts[start : start + self.batch_size]))
-            for start in range(0, len(texts), self.batch_size)
-        ]
-        return np.concatenate(batches)
+        encoded = self._encode(texts)
+        order = np.argsort([-len(e.ids) for e in encoded], kind="stable")
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            vectors[batch] = self._embed_batch([encoded[i] for i in batch])
+        return vectors
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        with self._tokenizer_lock:
-            encoded = self.tokenizer.encode_batch(texts)
-        feed = {
-            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
-        }
-        (hidden,) = self.session.run(["last_hidden_state"], feed)
+    def _embed_batch(self, encoded: list[Any]) -> np.ndarray:
+        width = max(len(e.ids) for e in encoded)
+        feed = {name: np.zeros((len(encoded), width), dtype=np.int64) for name in INPUT_NAMES}
+        feed["input_ids"].fill(self._pad_id)
+        for row, e in enumerate(encoded):
+            feed["input_ids"][row, : len(e.ids)] = e.ids
+            feed["attention_mask"][row, : len(e.ids)] = e.attention_mask
+            feed["token_type_ids"][row, : len(e.ids)] = e.type_ids
+        (hidden,) = self._load().run(["last_hidden_state"], feed)
         mask = feed["attention_mask"][:, :, None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

@@ -84,6 +84,9 @@ def embedder_resource(settings: LorechatSettings) -> EmbedderResource:
         model_path=settings.embedding_model_path,
         batch_size=settings.embedding_batch_size,
         max_tokens=settings.embedding_max_tokens,
+        encoder=settings.local_encoder,
+        onnx_cache_dir=str(settings.onnx_cache_path),
+        threads=settings.embedding_threads,
         aws_region=settings.aws_region,
         bedrock_endpoint_url=settings.bedrock_endpoint_url,
     )

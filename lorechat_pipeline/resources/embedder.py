@@ -1,6 +1,8 @@
-"""Embedding providers: sentence-transformers (local) and Amazon Bedrock, one interface."""
+"""Embedding providers: the local model (onnxruntime or torch) and Amazon Bedrock, one interface."""
 
+import os
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -12,12 +14,14 @@ from lorechat_pipeline.core.bedrock_embedding import (
     bedrock_model_id,
     is_bedrock_model_id,
 )
+from lorechat_pipeline.core.deployment import LocalEncoder
 from lorechat_pipeline.core.embedding import (
     Embedder,
     SentenceTransformerEmbedder,
     embedder_model_id,
 )
 from lorechat_pipeline.core.manifest import IndexManifest
+from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, ensure_export, export_cache_folder
 
 
 class EmbedderResource(dg.ConfigurableResource, ABC):
@@ -52,20 +56,46 @@ class EmbedderResource(dg.ConfigurableResource, ABC):
 
 
 class SentenceTransformerEmbedderResource(EmbedderResource):
-    """sentence-transformers on CPU; by default the all-MiniLM-L6-v2 packaged on PyPI."""
+    """The local model on CPU; by default the all-MiniLM-L6-v2 packaged on PyPI, run by
+    onnxruntime on an ONNX export of it (made once with torch, cached in `onnx_cache_dir`), or
+    by sentence-transformers (`encoder="torch"`). Same vectors, same model id either way."""
 
     model_path: str | None = None
     batch_size: int = 16
     # Tokens per chunk the model reads (None: the model's own limit, 256 for MiniLM).
     max_tokens: int | None = None
+    encoder: LocalEncoder = LocalEncoder.ONNX
+    # Exports, one folder per model (required for the onnx encoder).
+    onnx_cache_dir: str | None = None
+    # Threads of one encode (0: one per core).
+    threads: int = 0
+
+    _embedder: Any = PrivateAttr(default=None)
 
     def get_embedder(self) -> Embedder:
-        return SentenceTransformerEmbedder(
-            self.model_path, batch_size=self.batch_size, max_tokens=self.max_tokens
-        )
+        if self.encoder is LocalEncoder.TORCH:
+            return SentenceTransformerEmbedder(
+                self.model_path, batch_size=self.batch_size, max_tokens=self.max_tokens
+            )
+        if self._embedder is None:  # one session per resource (the export is read once)
+            if self.onnx_cache_dir is None:
+                raise ValueError("the onnx encoder needs onnx_cache_dir")
+            folder = export_cache_folder(Path(self.onnx_cache_dir), self.model_id())
+            ensure_export(folder, self.model_path, self.max_tokens)
+            self._embedder = OnnxEmbedder(
+                folder, threads=self.threads or cores(), batch_size=self.batch_size
+            )
+        embedder: Embedder = self._embedder
+        return embedder
 
     def model_id(self) -> str:
         return embedder_model_id(self.model_path, self.max_tokens)
+
+
+def cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 class BedrockEmbedderResource(EmbedderResource):

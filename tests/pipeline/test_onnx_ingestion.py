@@ -1,0 +1,259 @@
+"""Ingestion embeds with onnxruntime on an ONNX export of the packaged model: the vectors of
+torch (cosine ≥ 0.9999, in the order given, long chunks truncated alike), the same model id in
+the index, an export made once offline and reused, a partial or corrupt export rebuilt."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lorechat_pipeline.core import onnx_embedding
+from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
+from lorechat_pipeline.core.onnx_embedding import (
+    EXPORT_INFO,
+    GRAPH,
+    TOKENIZER,
+    OnnxEmbedder,
+    OnnxExportInfo,
+    export_atomically,
+    export_cache_folder,
+    valid_export,
+)
+from lorechat_pipeline.defs.resources import embedder_resource
+from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource, cores
+from lorechat_pipeline.settings import LocalEncoder, load_settings
+from tests.pipeline.conftest import PipelineFactory, write
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Lengths on purpose out of order, so sorting into batches and restoring the order is exercised.
+DOCUMENTS = [
+    "Green tea is best brewed at eighty degrees Celsius for two to three minutes. " * 7,  # ~500
+    "x",
+    # Past the model's 256 tokens: truncated exactly where sentence-transformers truncates.
+    "Photovoltaic cells convert sunlight into electricity; inverters feed the grid. " * 40,
+    "",
+    "Ünïcödé, テキスト, Ελληνικά and emoji 🚀🌍 in one chunk — with ‘curly’ quotes…",
+    "def parse(path: str) -> dict[str, int]:\n    return {k: len(v) for k, v in load(path)}\n" * 12,
+    "Bleed the radiator.",
+    "Le château d'eau alimente la ville ; la pression reste entre 1 et 2 bar. " * 5,
+    "数据" * 300,  # one token per character: far past the limit
+]
+
+
+@pytest.fixture(scope="module")
+def onnx(onnx_cache: Path) -> OnnxEmbedder:
+    """The default local embedder, as the pipeline's resource builds it (the session's export)."""
+    resource = SentenceTransformerEmbedderResource(onnx_cache_dir=str(onnx_cache))
+    embedder = resource.get_embedder()
+    assert isinstance(embedder, OnnxEmbedder)
+    return embedder
+
+
+def copy_export(source: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in (GRAPH, TOKENIZER, EXPORT_INFO):
+        (folder / name).write_bytes((source / name).read_bytes())
+    return folder
+
+
+def test_document_vectors_match_torch_in_order(onnx: OnnxEmbedder, embedder: Any) -> None:
+    assert onnx.max_tokens == embedder.max_tokens == 256
+    # Small batches: several of them, each of texts of similar length.
+    batched = OnnxEmbedder(onnx.folder, threads=onnx.threads, batch_size=3)
+    exported, reference = batched.embed_documents(DOCUMENTS), embedder.embed_documents(DOCUMENTS)
+    assert exported.shape == reference.shape == (len(DOCUMENTS), 384)
+    assert exported.dtype == np.float32
+    cosines = (exported * reference).sum(axis=1)
+    assert cosines.min() >= 0.9999, cosines
+    # Row i is text i's vector: each row is nearest to its own text's torch vector.
+    assert (np.argmax(exported @ reference.T, axis=1) == np.arange(len(DOCUMENTS))).all()
+    alone = np.stack([onnx.embed_query(text) for text in DOCUMENTS])
+    np.testing.assert_allclose(alone, exported, atol=1e-5)
+    assert onnx.count_tokens(DOCUMENTS) == embedder.count_tokens(DOCUMENTS)
+    assert onnx.embed_documents([]).shape == (0, 384)
+
+
+def test_the_default_pipeline_embeds_with_onnx_under_the_torch_model_id(
+    tmp_path: Path, onnx_cache: Path
+) -> None:
+    settings = load_settings(home=tmp_path)
+    assert settings.local_encoder is LocalEncoder.ONNX
+    default = embedder_resource(settings).get_embedder()
+    assert isinstance(default, OnnxEmbedder)
+    assert default.threads == cores()
+    assert default.batch_size == settings.embedding_batch_size
+    torch = embedder_resource(load_settings(home=tmp_path, local_encoder="torch")).get_embedder()
+    assert isinstance(torch, SentenceTransformerEmbedder)
+    assert default.model_id == torch.model_id == MODEL_ID
+    assert default.fingerprint == torch.fingerprint
+    # Without the session's cache the export goes under the home, where serving looks for it.
+    assert load_settings(home=tmp_path, onnx_cache_dir=None).onnx_cache_path == (
+        tmp_path.resolve() / "query-encoder"
+    )
+
+
+def test_an_ingested_index_holds_the_torch_vectors(
+    tmp_path: Path, make_pipeline: PipelineFactory, embedder: Any
+) -> None:
+    source = tmp_path / "source"
+    write(source, "tea.md", "# Tea\n\n" + DOCUMENTS[0])
+    write(source, "solar.md", "# Solar\n\n" + DOCUMENTS[2] + "\n\n" + DOCUMENTS[4])
+    pipeline = make_pipeline(source)
+    assert isinstance(pipeline.embedder, OnnxEmbedder)
+    pipeline.ingest()
+    assert pipeline.manifest.embedding_model == MODEL_ID
+    rows = pipeline.open_index().rows(None, ["text", "vector", "embedding_model"]).to_pylist()
+    assert len(rows) >= 2
+    assert {row["embedding_model"] for row in rows} == {MODEL_ID}
+    stored = np.array([row["vector"] for row in rows], dtype=np.float32)
+    reference = embedder.embed_documents([row["text"] for row in rows])
+    assert (stored * reference).sum(axis=1).min() >= 0.9999
+
+
+def test_partial_or_corrupt_exports_are_not_taken_for_whole_ones(
+    tmp_path: Path, onnx: OnnxEmbedder
+) -> None:
+    def copy() -> Path:
+        return copy_export(onnx.folder, tmp_path / f"copy-{len(list(tmp_path.iterdir()))}")
+
+    assert valid_export(copy()) == onnx.info
+    assert valid_export(tmp_path / "missing") is None
+    no_description = copy()
+    (no_description / EXPORT_INFO).unlink()  # an export interrupted before its last file
+    assert valid_export(no_description) is None
+    no_graph = copy()
+    (no_graph / GRAPH).unlink()
+    assert valid_export(no_graph) is None
+    truncated = copy()
+    with (truncated / GRAPH).open("r+b") as graph:
+        graph.truncate(1000)
+    assert valid_export(truncated) is None
+    garbage = copy()
+    (garbage / EXPORT_INFO).write_text("{not json")
+    assert valid_export(garbage) is None
+    older = copy()
+    description = json.loads((older / EXPORT_INFO).read_text())
+    (older / EXPORT_INFO).write_text(json.dumps({**description, "format": 1}))
+    assert valid_export(older) is None
+
+
+def test_a_whole_export_is_reused_without_exporting_again(
+    tmp_path: Path, onnx: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    folder = copy_export(onnx.folder, export_cache_folder(cache, MODEL_ID))
+    stamp = (folder / GRAPH).stat().st_mtime_ns
+    # Torch is not even importable here: an attempt to export would fail.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for _ in range(2):
+        reused = SentenceTransformerEmbedderResource(onnx_cache_dir=str(cache)).get_embedder()
+        assert isinstance(reused, OnnxEmbedder)
+        assert reused.folder == folder
+    assert (folder / GRAPH).stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(reused.embed_query("tea"), onnx.embed_query("tea"), atol=1e-6)
+
+
+def test_of_two_exports_at_once_one_wins_whole(
+    tmp_path: Path, onnx: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publication step, deterministically: another process publishes its export while ours
+    runs; ours is dropped and the folder holds a whole export (theirs), never a mix."""
+    folder = tmp_path / "cache" / "model"
+
+    def export_copy(destination: Path, *_: Any) -> OnnxExportInfo:
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in (GRAPH, TOKENIZER, EXPORT_INFO):
+            (destination / name).write_bytes((onnx.folder / name).read_bytes())
+        return OnnxExportInfo.read(destination)
+
+    def racing_export(destination: Path, *args: Any) -> OnnxExportInfo:
+        export_copy(folder)  # the other process, finishing first
+        (folder / "theirs").write_text("")
+        return export_copy(destination, *args)
+
+    monkeypatch.setattr(onnx_embedding, "export_query_encoder", racing_export)
+    assert export_atomically(folder) == onnx.info
+    assert (folder / "theirs").exists()
+    assert valid_export(folder) == onnx.info
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["model"]
+
+    # The same race against a broken leftover: ours replaces it.
+    (folder / GRAPH).write_bytes(b"broken")
+    monkeypatch.setattr(onnx_embedding, "export_query_encoder", export_copy)
+    assert export_atomically(folder) == onnx.info
+    assert not (folder / "theirs").exists()
+    assert valid_export(folder) == onnx.info
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["model"]
+
+
+# Runs in a fresh interpreter without HF_HUB_OFFLINE: every way out to the network raises and is
+# recorded. Making the export (torch) and encoding with it (onnxruntime) need nothing from a hub.
+OFFLINE_SCRIPT = r"""
+import json, sys, urllib.request
+
+attempts = []
+NETWORK_EVENTS = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request"}
+
+def audit(event, args):
+    if event in NETWORK_EVENTS:
+        attempts.append([event, repr(args)[:200]])
+        raise ConnectionRefusedError(f"no network in this test ({event})")
+
+sys.addaudithook(audit)
+
+from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
+
+resource = SentenceTransformerEmbedderResource(onnx_cache_dir=sys.argv[1])
+embedder = resource.get_embedder()
+vectors = embedder.embed_documents(json.loads(sys.argv[2]))
+print(json.dumps({
+    "attempts": attempts,
+    "type": type(embedder).__name__,
+    "model_id": embedder.model_id,
+    "folder": str(embedder.folder),
+    "vectors": vectors.tolist(),
+}))
+"""
+
+
+def test_a_cut_short_export_is_rebuilt_offline(
+    tmp_path: Path, onnx: OnnxEmbedder, embedder: Any
+) -> None:
+    cache = tmp_path / "cache"
+    # What a killed copy or a full disk leaves: the description, half the graph.
+    folder = copy_export(onnx.folder, export_cache_folder(cache, MODEL_ID))
+    with (folder / GRAPH).open("r+b") as graph:
+        graph.truncate((folder / GRAPH).stat().st_size // 2)
+    assert valid_export(folder) is None
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LORECHAT_ONNX_CACHE_DIR")
+    }
+    environment["PYTHONPATH"] = str(REPO_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT, str(cache), json.dumps(DOCUMENTS)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["attempts"] == []
+    assert report["type"] == "OnnxEmbedder"
+    assert report["model_id"] == MODEL_ID
+    assert Path(report["folder"]) == folder
+    assert valid_export(folder) == onnx.info  # exported again, whole
+    assert sorted(p.name for p in cache.iterdir()) == [folder.name]  # nothing left over
+    vectors = np.array(report["vectors"], dtype=np.float32)
+    assert (vectors * embedder.embed_documents(DOCUMENTS)).sum(axis=1).min() >= 0.9999
