@@ -1,0 +1,187 @@
+"""Embedding and vector-store failures mid-batch: retried, or the run gives up and the index the
+searches read is left as it was; a re-run after the fault clears converges on the clean index.
+
+The embedder is the real packaged model and the stores are the real LanceDB and the Upstash
+contract server on loopback; only the failures are injected (tests/pipeline/faults.py, and the
+contract server's own `fail_next`). The corpus sits in one shard, so one Dagster run does all
+the work and "the run" is that shard's run; small chunks give more than one embedding batch.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from lorechat_pipeline.core.aliases import IndexAlias
+from lorechat_pipeline.defs.ingestion.assets import TRANSIENT_RETRY
+from lorechat_pipeline.runner import IngestFailed, Pipeline
+from lorechat_pipeline.settings import load_settings
+from tests.pipeline.conftest import index_snapshot
+from tests.pipeline.faults import (
+    Fault,
+    keys_in_shards,
+    with_crashing_embedder,
+    with_failing_lancedb,
+    write_notes,
+)
+
+ATTEMPTS = 1 + TRANSIENT_RETRY.max_retries  # a step's attempts before its run gives up
+SMALL_CHUNKS = {
+    "chunk_max_characters": 120,
+    "chunk_new_after_characters": 100,
+    "chunk_combine_under_characters": 50,
+}
+SHARD = 5
+KEYS = keys_in_shards("notes/note", 28, [SHARD])
+PARAGRAPHS = 12  # ~12 chunks a note: ~330 chunks, two embedding batches of at most 256
+
+Snapshot = dict[str, Any]
+
+
+def write_v1(source: Path) -> None:
+    write_notes(source, KEYS, PARAGRAPHS)
+
+
+def write_v2(source: Path) -> None:
+    """Changed, added and deleted documents, all in the same shard (two embedding batches)."""
+    write_notes(source, KEYS[:20], PARAGRAPHS, version=2)
+    write_notes(source, keys_in_shards("notes/added", 4, [SHARD]), PARAGRAPHS)
+    for key in KEYS[-3:]:
+        (source / key).unlink()
+
+
+def open_pipeline(source: Path, home: Path, **overrides: Any) -> Pipeline:
+    settings = load_settings(
+        home=home, source=str(source), parse_workers=1, **SMALL_CHUNKS, **overrides
+    )
+    return Pipeline.from_settings(settings)
+
+
+@dataclass
+class State:
+    rows: Snapshot
+    alias: IndexAlias | None
+
+
+def state(pipeline: Pipeline) -> State:
+    return State(index_snapshot(pipeline), pipeline.vector_store.aliases().read())
+
+
+@dataclass
+class CleanIndexes:
+    v1: Snapshot
+    v2: Snapshot
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CleanIndexes]:
+    """What clean runs produce from the two versions of the corpus."""
+    root = tmp_path_factory.mktemp("clean")
+    source = root / "source"
+    write_v1(source)
+    first = open_pipeline(source, root / "v1")
+    first.ingest()
+    v1 = index_snapshot(first)
+    write_v2(source)
+    second = open_pipeline(source, root / "v2")
+    second.ingest()
+    yield CleanIndexes(v1, index_snapshot(second))
+    first.close()
+    second.close()
+
+
+def retries(pipeline: Pipeline, run_id: str, step: str) -> int:
+    with pipeline.instance() as instance:
+        events = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    return sum(1 for event in events if event.step_key == step)
+
+
+def test_embedding_failure_mid_batch_is_retried_or_leaves_the_index_unchanged(
+    tmp_path: Path, clean: CleanIndexes
+) -> None:
+    source = tmp_path / "source"
+    write_v1(source)
+    settings = open_pipeline(source, tmp_path / "home").settings
+
+    # Transient: the second batch fails once; the step's retry embeds it (the first batch's
+    # vectors are already stored) and the run succeeds with the clean index.
+    transient = Fault("embedding-transient", first=2, times=1)
+    flaky = with_crashing_embedder(settings, transient)
+    summary = flaky.ingest()
+    assert transient.failures == 1
+    assert retries(flaky, summary.run_ids[0], "chunk_embeddings") == 1
+    assert index_snapshot(flaky) == clean.v1
+    before = state(flaky)
+    flaky.close()
+
+    # Persistent: every batch from the second on fails; the run gives up after its retries and
+    # the index is exactly what it was (the shard's rows and the alias), though the first
+    # batch's vectors are stored (and reused by the next run).
+    write_v2(source)
+    persistent = Fault("embedding-persistent", first=2, times=None)
+    broken = with_crashing_embedder(settings, persistent)
+    with pytest.raises(IngestFailed, match="chunk_embeddings"):
+        broken.ingest()
+    assert persistent.failures == ATTEMPTS
+    assert state(broken) == before
+    broken.close()
+
+    # The fault cleared: a re-run converges on what a clean run of the new corpus produces.
+    recovered = Pipeline.from_settings(settings)
+    assert recovered.ingest().shards_run == [f"shard-{SHARD:03d}"]
+    assert index_snapshot(recovered) == clean.v2
+    assert recovered.ingest().shards_run == []
+    recovered.close()
+
+
+def test_lancedb_write_failure_mid_shard_is_retried_or_converges(
+    tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several commits per shard (500 documents each by default) so that one fails mid-shard.
+    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
+    source = tmp_path / "source"
+    write_v1(source)
+    settings = open_pipeline(source, tmp_path / "home").settings
+
+    # Transient: the second commit fails once; the retried step rewrites what is missing.
+    transient = Fault("lancedb-transient", first=2, times=1)
+    flaky = with_failing_lancedb(settings, transient)
+    summary = flaky.ingest()
+    assert transient.failures == 1
+    assert retries(flaky, summary.run_ids[0], "vector_index") == 1
+    assert index_snapshot(flaky) == clean.v1
+    before = state(flaky)
+    flaky.close()
+
+    # Persistent: the second commit and every later one fail. The commit before it stays (each
+    # document is replaced atomically: its old chunk set or its new one, never both), the rest
+    # of the shard keeps its previous rows, and the alias does not move.
+    write_v2(source)
+    persistent = Fault("lancedb-persistent", first=2, times=None)
+    broken = with_failing_lancedb(settings, persistent)
+    with pytest.raises(IngestFailed, match="vector_index"):
+        broken.ingest()
+    assert persistent.failures == ATTEMPTS
+    after = state(broken)
+    assert after.alias == before.alias
+    documents_after = by_document(after.rows)
+    old, new = by_document(before.rows), by_document(clean.v2)
+    assert set(documents_after) <= set(old) | set(new)
+    for document, chunks in documents_after.items():
+        assert chunks in (old.get(document), new.get(document)), f"{document} is mixed"
+    broken.close()
+
+    recovered = Pipeline.from_settings(settings)
+    recovered.ingest()
+    assert index_snapshot(recovered) == clean.v2
+    recovered.close()
+
+
+def by_document(rows: Snapshot) -> dict[str, Snapshot]:
+    documents: dict[str, Snapshot] = {}
+    for chunk_id, row in rows.items():
+        documents.setdefault(row[0], {})[chunk_id] = row
+    return documents
