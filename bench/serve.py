@@ -280,6 +280,19 @@ def serving_process(settings: dict[str, str]) -> Iterator[tuple[str, int]]:
         server.wait(timeout=30)
 
 
+def wait_for_resident_copy(url: str, timeout: float = 600) -> None:
+    """The server copies the served version into memory in the background: measure once it has
+    (until then LanceDB answers, slower)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        index = httpx.get(url + "/v1/index", timeout=30).json()
+        if index["resident_rows"] == index["chunks"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server never built its in-memory copy")
+        time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -318,12 +331,7 @@ def main() -> None:
         "LORECHAT_SEARCH_QUEUE_SECONDS": "60",
     }
     with serving_process(env) as (url, _):
-        # The server copies the version into memory in the background; measure once it has.
-        deadline = time.monotonic() + 600
-        while httpx.get(url + "/v1/index", timeout=30).json()["resident_rows"] < args.rows:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server never built its in-memory copy")
-            time.sleep(0.5)
+        wait_for_resident_copy(url)
         drive(url, "dense", 2, 3, queries)  # warm caches
         report = {
             "rows": args.rows,

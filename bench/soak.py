@@ -1,19 +1,23 @@
 """Sustained load on `/v1/search` with an index version switch in the middle.
 
-    .venv/bin/python bench/soak.py [--rows 100000] [--clients 64] [--seconds 300]
+    .venv/bin/python bench/soak.py [--rows 100000] [--clients 64] [--seconds 300] [--chat-clients 2]
 
 Builds the `bench/serve.py` index (`--rows` chunks), starts `python -m serving` on loopback,
 measures the unloaded latency (one client), then runs `--clients` concurrent clients for
 `--seconds` (hybrid and dense searches alternating; a client told 429 waits its
 Retry-After) while, half way through, a new index version
-(a copy of the current one) is promoted through the alias. It samples the server's resident
-memory every 5 s and prints one JSON object: answers by status and error code, transport errors,
-latency of the answered searches against the unloaded p99, the index versions answered from, and
-memory growth from the first sample after warm-up to the last. Targets (issue 8): zero 5xx, p99
-within 3× the unloaded p99, memory growth under 10%.
+(a copy of the current one) is promoted through the alias, and `--chat-clients` ask /v1/chat of a
+local llama.cpp server that is killed (-9) and restarted two thirds of the way through. It
+samples the server's resident memory every 5 s and prints one JSON object: answers by status and
+error code, transport errors, latency of the answered searches against the unloaded p99, the
+index versions answered from, chat outcomes, and memory growth from the first sample after
+warm-up to the last. Targets (issue 8): zero 5xx, p99 within 3× the unloaded p99, memory growth
+under 10%, no chat failed by the generator's restart.
 """
 
 import argparse
+import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -21,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from serve import TOPICS, build_index, percentiles, serving_process
+from llama import MODEL_ALIAS, LlamaServer, llama_server
+from serve import (
+    TOPICS,
+    build_index,
+    percentiles,
+    serving_process,
+    wait_for_resident_copy,
+)
 
 from lorechat_pipeline.core.aliases import AliasStore
 from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
@@ -49,10 +61,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--chat-clients",
+        type=int,
+        default=2,
+        help="clients asking /v1/chat of a local llama.cpp server, restarted (kill -9) two "
+        "thirds of the way through (0: no generator)",
+    )
+    parser.add_argument("--index", help="an index folder to copy and serve instead of building")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="lorechat-soak-"))
-    uri = build_index(root, args.rows, SentenceTransformerEmbedder())
+    if args.index:
+        uri = str(root / "index")
+        shutil.copytree(args.index, uri)
+    else:
+        uri = build_index(root, args.rows, SentenceTransformerEmbedder())
     build_query_embedder(ServingSettings(home=root, query_encoder_dir=root / "query-encoder"))
     queries = [f"steps to follow for {topic} variant {n}" for topic in TOPICS for n in range(9)]
     settings = {
@@ -62,15 +86,74 @@ def main() -> None:
         "LORECHAT_ALIAS_CHECK_SECONDS": "1",
     }
     try:
-        with serving_process(settings) as (url, pid):
-            report = soak(url, pid, uri, queries, args.clients, args.seconds)
+        with contextlib.ExitStack() as stack:
+            generator = None
+            if args.chat_clients:
+                generator = stack.enter_context(llama_server(root / "llama.log"))
+                settings |= {
+                    "LORECHAT_GENERATOR": "openai",
+                    "LORECHAT_OPENAI_BASE_URL": generator.url,
+                    "LORECHAT_OPENAI_MODEL": MODEL_ALIAS,
+                    "LORECHAT_GENERATION_MAX_TOKENS": "16",
+                }
+            url, pid = stack.enter_context(serving_process(settings))
+            wait_for_resident_copy(url)
+            report = soak(
+                url, pid, uri, queries, args.clients, args.seconds, generator, args.chat_clients
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps({"rows": args.rows, **report}, indent=2))
 
 
+async def search_client(
+    host: str,
+    port: int,
+    queries: list[str],
+    first: int,
+    stop: threading.Event,
+    record: Callable[[int, str, float, bytes], float],
+) -> None:
+    """Searches back to back on one keep-alive connection (raw streams: 64 general-purpose
+    clients would take more of the two cores than the server). Dense and hybrid alternate; a
+    429 is honoured by waiting its Retry-After."""
+    reader, writer = await asyncio.open_connection(host, port)
+    number = first
+    try:
+        while not stop.is_set():
+            body = json.dumps(
+                {"query": queries[number % len(queries)], "mode": ("dense", "hybrid")[number % 2]}
+            ).encode()
+            started = time.perf_counter()
+            writer.write(
+                f"POST /v1/search HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            headers = dict(
+                line.decode("latin-1").lower().split(": ", 1)
+                for line in head.split(b"\r\n")[1:]
+                if b": " in line
+            )
+            answer = await reader.readexactly(int(headers["content-length"]))
+            wait = record(int(head[9:12]), headers.get("retry-after", "1"), started, answer)
+            if wait:
+                await asyncio.sleep(wait)
+            number += 1
+    finally:
+        writer.close()
+
+
 def soak(
-    url: str, pid: int, uri: str, queries: list[str], clients: int, seconds: float
+    url: str,
+    pid: int,
+    uri: str,
+    queries: list[str],
+    clients: int,
+    seconds: float,
+    generator: LlamaServer | None = None,
+    chat_clients: int = 0,
 ) -> dict[str, Any]:
     with httpx.Client(base_url=url, timeout=30) as session:
         unloaded = []
@@ -83,53 +166,75 @@ def soak(
             session.post("/v1/search", json=body).raise_for_status()
             unloaded.append(time.perf_counter() - started)
     statuses: Counter[str] = Counter()
+    chats: Counter[str] = Counter()
     served: list[float] = []
     versions: Counter[str] = Counter()
     memory: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
 
-    def client(number: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as session:
-            while not stop.is_set():
-                body = {
-                    "query": queries[number % len(queries)],
-                    "mode": ("dense", "hybrid")[number % 2],
-                }
-                started = time.perf_counter()
-                try:
-                    response = session.post("/v1/search", json=body)
-                except httpx.HTTPError as error:
-                    with lock:
-                        statuses[f"transport {type(error).__name__}"] += 1
-                    continue
-                elapsed = time.perf_counter() - started
-                with lock:
-                    if response.status_code == 200:
-                        served.append(elapsed)
-                        versions[response.json()["index_version"]] += 1
-                        statuses["200"] += 1
-                    else:
-                        statuses[f"{response.status_code} {response.json()['error']['code']}"] += 1
-                if response.status_code == 429:
-                    # As a well-behaved client does: come back when told to.
-                    stop.wait(float(response.headers.get("retry-after", "1")))
-                number += clients
+    def record(status: int, retry_after: str, started: float, answer: bytes) -> float:
+        elapsed = time.perf_counter() - started
+        body = json.loads(answer)
+        with lock:
+            if status == 200:
+                served.append(elapsed)
+                versions[body["index_version"]] += 1
+                statuses["200"] += 1
+                return 0.0
+            statuses[f"{status} {body['error']['code']}"] += 1
+        # As a well-behaved client does: come back when told to.
+        return float(retry_after) if status == 429 else 0.0
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    def searches() -> None:
+        host, port = url.removeprefix("http://").split(":")
+
+        async def run() -> None:
+            await asyncio.gather(
+                *(search_client(host, int(port), queries, n, stop, record) for n in range(clients))
+            )
+
+        try:
+            asyncio.run(run())
+        except Exception as error:  # a dropped connection is a failure the report must show
+            with lock:
+                statuses[f"transport {type(error).__name__}"] += 1
+
+    def chat(number: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as session:
+            while not stop.is_set():
+                question = f"who do I contact about {TOPICS[number % len(TOPICS)]}?"
+                body = {"messages": [{"role": "user", "content": question}], "k": 2}
+                try:
+                    response = session.post("/v1/chat", json=body)
+                    outcome = str(response.status_code)
+                    if response.status_code != 200:
+                        outcome += " " + response.json()["error"]["code"]
+                except httpx.HTTPError as error:
+                    outcome = f"transport {type(error).__name__}"
+                with lock:
+                    chats[outcome] += 1
+                number += 1
+
+    threads = [threading.Thread(target=searches)]
+    threads += [threading.Thread(target=chat, args=(n,)) for n in range(chat_clients)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
     aliases = AliasStore(LocalObjectStore(uri))
     switched = False
+    generator_down_seconds = None
     while time.monotonic() - started < seconds:
         time.sleep(5)
         memory.append(resident_mb(pid))
-        if not switched and time.monotonic() - started >= seconds / 2:
+        elapsed = time.monotonic() - started
+        if not switched and elapsed >= seconds / 2:
             current = aliases.current_table() or ""
             shutil.copytree(Path(uri) / f"{current}.lance", Path(uri) / f"{current}_next.lance")
             aliases.promote(f"{current}_next", reason="soak benchmark")
             switched = True
+        if generator is not None and generator_down_seconds is None and elapsed >= seconds * 2 / 3:
+            generator_down_seconds = round(generator.restart(), 1)
     stop.set()
     for thread in threads:
         thread.join()
@@ -147,6 +252,9 @@ def soak(
         "answered": served_p,
         "p99_over_unloaded_p99": round(served_p["p99_ms"] / unloaded_p["p99_ms"], 2),
         "versions_answered_from": dict(versions),
+        "chat_clients": chat_clients,
+        "chat_answers": dict(chats),
+        "generator_restart_seconds": generator_down_seconds,
         "rss_mb": {"after_warm_up": round(baseline, 1), "end": round(memory[-1], 1)},
         "rss_growth_percent": round(100 * (memory[-1] - baseline) / baseline, 1),
     }

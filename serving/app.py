@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import boto3
+import numpy as np
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -112,6 +113,7 @@ def build_generator(settings: ServingSettings) -> Generator:
             key,
             settings.generation_max_tokens,
             settings.generation_timeout_seconds,
+            settings.generation_retry_seconds,
         )
     if settings.generator is GeneratorKind.BEDROCK:
         client = boto3.client(
@@ -236,9 +238,11 @@ def services(request: Request) -> Services:
     return found
 
 
-def caller(request: Request) -> ApiKey:
+# The key checks are async: they never block, and a sync dependency would cost each request a
+# hop to the thread pool and back before the endpoint's own.
+async def caller(request: Request) -> ApiKey:
     found = services(request)
-    key = scraper(request)
+    key = identify_key(request)
     client = request.client.host if request.client else "unknown"
     found.limiter.take(key.name if not found.keys.open else client, key.requests_per_minute)
     return key
@@ -247,8 +251,12 @@ def caller(request: Request) -> ApiKey:
 Caller = Annotated[ApiKey, Depends(caller)]
 
 
-def scraper(request: Request) -> ApiKey:
+async def scraper(request: Request) -> ApiKey:
     """A key is needed, but a metrics scrape does not spend the caller's rate limit."""
+    return identify_key(request)
+
+
+def identify_key(request: Request) -> ApiKey:
     found = services(request)
     header = request.headers.get("authorization", "")
     presented = header[7:].strip() if header.lower().startswith("bearer ") else None
@@ -426,16 +434,17 @@ def create_app(
     ) -> tuple[list[SearchHit], str]:
         where = filter_sql(filters, collections)
         served = found.reader.current()
-        vector = None
-        if mode is not SearchMode.KEYWORD:
+
+        def encode() -> np.ndarray:
             # Concurrent encodes beyond the cores only oversubscribe them.
             with found.encode_slots:
-                vector = found.embedder.embed_query(query)
+                return found.embedder.embed_query(query)
+
         hits = search(
             served.index,
             mode,
             query,
-            vector,
+            encode,
             k,
             where,
             nprobes=settings.search_nprobes,

@@ -6,6 +6,7 @@ their citations, labelled as such — never a made-up model.
 """
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
@@ -22,8 +23,16 @@ SYSTEM_PROMPT = (
 EXTRACTIVE_PASSAGES = 3
 
 
+class GeneratorNotReady(RuntimeError):
+    """The generator was not reached or is not ready: the request may be sent again."""
+
+
 class GenerationFailed(RuntimeError):
     pass
+
+
+class GenerationInterrupted(GenerationFailed):
+    """The generator went away mid-answer (a restart): the answer so far is incomplete."""
 
 
 def sources_block(hits: Sequence[SearchHit]) -> str:
@@ -72,10 +81,17 @@ class ExtractiveGenerator(Generator):
 
 class OpenAICompatibleGenerator(Generator):
     def __init__(
-        self, base_url: str, model: str, api_key: str | None, max_tokens: int, timeout: float
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        max_tokens: int,
+        timeout: float,
+        retry_seconds: float = 0.0,
     ) -> None:
         self.model = model
         self.max_tokens = max_tokens
+        self.retry_seconds = retry_seconds
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
@@ -91,10 +107,44 @@ class OpenAICompatibleGenerator(Generator):
         }
 
     def stream(self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]) -> Iterator[str]:
+        """The answer's pieces as the generator streams them. A generator that refuses the
+        connection or says it is unavailable (restarting, loading its model) is asked again
+        for up to `retry_seconds`: nothing reached it, so asking again is safe."""
+        deadline = time.monotonic() + self.retry_seconds
+        pause = 0.25
+        while True:
+            try:
+                yield from self._stream_once(messages, hits)
+                return
+            except GeneratorNotReady as error:
+                if time.monotonic() + pause > deadline:
+                    raise GenerationFailed(str(error)) from error
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def complete(self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]) -> str:
+        """The whole answer. Nothing of it has reached the caller yet, so an answer cut off by
+        the generator going away is asked for again from the start, within `retry_seconds`."""
+        deadline = time.monotonic() + self.retry_seconds
+        pause = 0.25
+        while True:
+            try:
+                return "".join(self.stream(messages, hits))
+            except GenerationInterrupted:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def _stream_once(
+        self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]
+    ) -> Iterator[str]:
         try:
             with self.client.stream(
                 "POST", "/chat/completions", json=self._payload(messages, hits, True)
             ) as response:
+                if response.status_code == 503:
+                    raise GeneratorNotReady("generator unavailable (503)")
                 if response.status_code >= 400:
                     response.read()
                     raise GenerationFailed(
@@ -110,6 +160,10 @@ class OpenAICompatibleGenerator(Generator):
                     piece = (choices[0].get("delta") or {}).get("content")
                     if piece:
                         yield piece
+        except httpx.ConnectError as error:
+            raise GeneratorNotReady(f"generator unreachable: {error}") from error
+        except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+            raise GenerationInterrupted(f"generator went away mid-answer: {error}") from error
         except httpx.HTTPError as error:
             raise GenerationFailed(f"generator unreachable: {error}") from error
 

@@ -4,7 +4,7 @@ Hybrid fuses the dense and full-text rankings by reciprocal rank fusion (RRF): r
 scores living on different scales, and no weights to tune per corpus.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -176,7 +176,7 @@ def search(
     index: VectorIndex,
     mode: SearchMode,
     text: str,
-    vector: np.ndarray | None,
+    query_vector: np.ndarray | Callable[[], np.ndarray] | None,
     k: int,
     where: str | None,
     *,
@@ -184,16 +184,24 @@ def search(
     resident: ResidentVectors | None = None,
     collections: Sequence[str] | None = None,
 ) -> list[Hit]:
-    """`resident`: the served version's in-memory copy, which answers dense searches whose only
+    """`query_vector`: the query's embedding, or a function making it (called only when needed,
+    and for hybrid search while the full-text search already runs).
+
+    `resident`: the served version's in-memory copy, which answers dense searches whose only
     filter is the caller's collection scope (`collections`, already part of `where`)."""
+
+    def embedded() -> np.ndarray:
+        assert query_vector is not None
+        return query_vector() if callable(query_vector) else query_vector
+
     if isinstance(index, UpstashVectorIndex):
+        vector = None if mode is SearchMode.KEYWORD else embedded()
         return upstash_search(index, mode, text, vector, k, where)
     assert isinstance(index, LanceVectorIndex)
     if mode is SearchMode.KEYWORD:
         return keyword(index, text, k, where)
-    assert vector is not None
 
-    def dense_ranking(depth: int) -> list[Hit]:
+    def dense_ranking(vector: np.ndarray, depth: int) -> list[Hit]:
         if resident is not None:
             hits = resident_dense(resident, vector, depth, collections)
             if hits is not None:
@@ -201,11 +209,12 @@ def search(
         return dense(index, vector, depth, where, nprobes=nprobes)
 
     if mode is SearchMode.DENSE:
-        return dense_ranking(k)
+        return dense_ranking(embedded(), k)
     depth = max(k * 4, 20)  # fuse deeper lists than returned: RRF needs overlap to work
-    # Both searches release the GIL: the full-text one runs beside the vector one.
+    # The full-text search needs no embedding: it runs while the query is encoded and searched
+    # (all three release the GIL).
     keyword_hits = _hybrid_pool.submit(keyword, index, text, depth, where)
-    dense_hits = dense_ranking(depth)
+    dense_hits = dense_ranking(embedded(), depth)
     return reciprocal_rank_fusion([dense_hits, keyword_hits.result()], k)
 
 

