@@ -2,7 +2,9 @@
 
 import contextlib
 import ctypes
+import os
 import platform
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,50 @@ from lorechat_pipeline.settings import LorechatSettings
 
 class IngestFailed(RuntimeError):
     pass
+
+
+# Runs the CLI executes in its own process carry that process's id and host, so that a run whose
+# process was killed (kill -9, the OOM killer, a lost container) can be told from a live one.
+RUN_PID_TAG = "lorechat/pid"
+RUN_HOST_TAG = "lorechat/host"
+UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _cli_run_tags() -> dict[str, str]:
+    return {"lorechat/trigger": "cli", RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: _host()}
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the CLI runs of this host whose process is gone.
+
+    A killed process never reports its run's end, so the run stays STARTED for ever: the UI shows
+    it running, and under `lorechat dev` it would hold its partition's run slot (one run per
+    shard at a time), so the daemon would never start another run of that shard.
+    """
+    abandoned = []
+    filters = dg.RunsFilter(statuses=UNFINISHED, tags={RUN_HOST_TAG: _host()})
+    for run in instance.get_runs(filters=filters):
+        pid = int(run.tags.get(RUN_PID_TAG, "0") or 0)
+        if pid > 0 and pid != os.getpid() and not _process_alive(pid):
+            instance.report_run_failed(
+                run, f"the process that ran it (pid {pid}) ended without finishing it"
+            )
+            abandoned.append(run.run_id)
+    return abandoned
 
 
 # glibc's mallopt parameter for the size above which an allocation gets its own mapping.
@@ -237,6 +283,7 @@ class Pipeline:
         summary = IngestSummary(unchanged=plan.documents_in_settled_shards)
         job = self.definitions.resolve_job_def("ingest_job")
         instance = self.instance()
+        fail_abandoned_runs(instance)
         observation = {"raw_documents": {"config": {"confirm_deletions": confirm_deletions}}}
         refused_deletions: list[str] = []
         for shard in plan.to_run:
@@ -245,7 +292,7 @@ class Pipeline:
                 instance=instance,
                 raise_on_error=False,
                 run_config=self._run_config(observation),
-                tags={"lorechat/trigger": "cli"},
+                tags=_cli_run_tags(),
             )
             summary.run_ids.append(result.run_id)
             summary.shards_run.append(shard)
@@ -279,7 +326,7 @@ class Pipeline:
             instance=instance or self.instance(),
             raise_on_error=False,
             run_config=self._run_config(),
-            tags={"lorechat/trigger": "cli"},
+            tags=_cli_run_tags(),
         )
         failed_checks = [
             f"{evaluation.check_name}: {evaluation.description}"
