@@ -369,5 +369,12 @@ def _failure_message(result: Any, shard: str) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
-            return f"{shard}: step {event.step_key} failed: {error.message.strip()}"
+            message = f"{shard}: step {event.step_key} failed: {error.message.strip()}"
+            # After the step's retries, the failure is "Exceeded max_retries"; name the cause.
+            cause = error.cause
+            while cause is not None and cause.cause is not None:
+                cause = cause.cause
+            if cause is not None:
+                message += f" (the last attempt: {cause.cls_name}: {cause.message.strip()})"
+            return message
     return f"{shard}: run {result.run_id} failed"

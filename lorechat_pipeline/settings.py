@@ -58,6 +58,9 @@ class LorechatSettings(BaseSettings):
     # Endpoint of an S3-compatible service (MinIO, LocalStack, moto); empty for AWS itself.
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+    # Calls per S3 request, the first included: 500s, SlowDown, resets, timeouts and short
+    # bodies are retried with jittered exponential backoff (core/storage.py S3Retries).
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
 
     # At most 100,000: a chunk is one passage, and a vector store takes ~1 MB of text per vector.
     chunk_max_characters: int = Field(default=800, ge=50, le=100_000)

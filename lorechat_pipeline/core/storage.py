@@ -4,9 +4,12 @@ Sources, the processed store and sidecar lookups all go through this, so every s
 same way on a laptop folder and on S3 (or any S3-compatible endpoint such as MinIO or moto).
 """
 
+import logging
 import os
 import posixpath
+import random
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,57 @@ class ObjectInfo:
 
 class ObjectNotFound(KeyError):
     pass
+
+
+class ObjectUnavailable(OSError):
+    """The store kept failing to deliver an object's bytes: an outage, not a bad document."""
+
+
+@dataclass(frozen=True)
+class S3Retries:
+    """How every S3 client of the pipeline retries and times out (the one place it is set).
+
+    botocore's "standard" mode retries 500/502/503/504, throttling (`SlowDown`), connection
+    errors and timeouts, with exponential backoff and full jitter. A body cut short after a
+    successful GetObject is not botocore's to retry: S3ObjectStore reads it again, as often.
+    """
+
+    attempts: int = 5  # calls in all, the first included
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0  # per socket read, not per object
+
+    def client_config(self) -> Any:
+        from botocore.config import Config
+
+        return Config(
+            retries={"mode": "standard", "total_max_attempts": self.attempts},
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+        )
+
+
+def s3_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    aws_access_key_id: str | None = None,
+    aws_secret_access_key: str | None = None,
+    aws_session_token: str | None = None,
+    retries: S3Retries = S3Retries(),
+) -> Any:
+    """An S3 client with the pipeline's retries and timeouts (credentials: these, else boto3's
+    own chain)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=aws_access_key_id,
+        aws_secret_access_key=aws_secret_access_key,
+        aws_session_token=aws_session_token,
+        config=retries.client_config(),
+    )
 
 
 class ObjectStore(ABC):
@@ -157,10 +213,13 @@ class LocalObjectStore(ObjectStore):
 
 
 class S3ObjectStore(ObjectStore):
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self, client: Any, bucket: str, prefix: str = "", retries: S3Retries = S3Retries()
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.retries = retries
 
     @property
     def uri(self) -> str:
@@ -192,7 +251,7 @@ class S3ObjectStore(ObjectStore):
         try:
             response = self.client.head_object(Bucket=self.bucket, Key=self._full(key))
         except self.client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(error):
                 return None
             raise
         return ObjectInfo(
@@ -204,20 +263,33 @@ class S3ObjectStore(ObjectStore):
         )
 
     def read(self, key: str) -> bytes:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except self.client.exceptions.NoSuchKey as error:
-            raise ObjectNotFound(key) from error
-        body: bytes = response["Body"].read()
-        return body
+        return self.read_versioned(key)[0]
 
     def read_versioned(self, key: str) -> tuple[bytes, str | None]:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
-        except self.client.exceptions.NoSuchKey as error:
-            raise ObjectNotFound(key) from error
-        version = response.get("VersionId")
-        return response["Body"].read(), None if version in (None, "null") else version
+        from botocore.exceptions import HTTPClientError, IncompleteReadError
+
+        for attempt in range(self.retries.attempts):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            except self.client.exceptions.ClientError as error:
+                if _is_missing(error):
+                    raise ObjectNotFound(key) from error
+                raise
+            try:
+                # A short body (fewer bytes than Content-Length) raises; it is never returned.
+                body: bytes = response["Body"].read()
+            except (HTTPClientError, IncompleteReadError) as error:
+                if attempt + 1 == self.retries.attempts:
+                    raise ObjectUnavailable(
+                        f"{self.child(key)}: the body could not be read in "
+                        f"{self.retries.attempts} attempts: {error}"
+                    ) from error
+                logger.info("reading %s failed (%s); reading it again", self.child(key), error)
+                time.sleep(random.uniform(0.0, min(20.0, 0.5 * 2**attempt)))  # full jitter
+                continue
+            version = response.get("VersionId")
+            return body, None if version in (None, "null") else version
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def write(self, key: str, data: bytes) -> None:
         # A single PUT is atomic on S3: readers see the old object or the new one.
@@ -231,6 +303,13 @@ class S3ObjectStore(ObjectStore):
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": self._full(k)} for k in batch], "Quiet": True},
                 )
+
+
+def _is_missing(error: Any) -> bool:
+    """A 404, by code or, when the error body was cut short (no code to parse), by status."""
+    response = error.response
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or response.get("Error", {}).get("Code") in ("NoSuchKey", "NotFound")
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -259,13 +338,10 @@ def object_store_at(
     """The store at a folder path or s3:// URI (credentials: these, else boto3's own chain)."""
     if not is_s3_uri(uri):
         return LocalObjectStore(uri)
-    import boto3
-
     bucket, prefix = split_s3_uri(uri)
-    client = boto3.client(
-        "s3",
+    client = s3_client(
         endpoint_url=endpoint_url,
-        region_name=region,
+        region=region,
         aws_access_key_id=aws_access_key_id,
         aws_secret_access_key=aws_secret_access_key,
     )

@@ -42,6 +42,7 @@ def s3_resource(settings: LorechatSettings) -> S3Resource:
     return S3Resource(
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.aws_region,
+        max_attempts=settings.s3_max_attempts,
         aws_access_key_id=_secret("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
         aws_session_token=_secret("AWS_SESSION_TOKEN"),

@@ -5,7 +5,13 @@ from abc import ABC, abstractmethod
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from lorechat_pipeline.core.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from lorechat_pipeline.core.storage import (
+    LocalObjectStore,
+    ObjectStore,
+    S3ObjectStore,
+    S3Retries,
+    s3_client,
+)
 
 
 class ObjectStoreResource(dg.ConfigurableResource, ABC):
@@ -42,7 +48,18 @@ class S3BucketStore(ObjectStoreResource):
     s3: S3Resource
 
     def open(self) -> ObjectStore:
-        return S3ObjectStore(self.s3.get_client(), self.bucket, self.prefix)
+        # Not `s3.get_client()`: the client gets the pipeline's retries and timeouts (S3Retries);
+        # `s3.max_attempts` counts every call, the first included, as its description says.
+        retries = S3Retries(attempts=self.s3.max_attempts)
+        client = s3_client(
+            endpoint_url=self.s3.endpoint_url,
+            region=self.s3.region_name,
+            aws_access_key_id=self.s3.aws_access_key_id,
+            aws_secret_access_key=self.s3.aws_secret_access_key,
+            aws_session_token=self.s3.aws_session_token,
+            retries=retries,
+        )
+        return S3ObjectStore(client, self.bucket, self.prefix, retries)
 
     @property
     def uri(self) -> str:
