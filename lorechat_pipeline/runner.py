@@ -375,6 +375,6 @@ def _failure_message(result: Any, shard: str) -> str:
             while cause is not None and cause.cause is not None:
                 cause = cause.cause
             if cause is not None:
-                message += f" (the last attempt: {cause.cls_name}: {cause.message.strip()})"
+                message += f" (the last attempt: {cause.message.strip()})"
             return message
     return f"{shard}: run {result.run_id} failed"

@@ -10,8 +10,8 @@ Faults, as S3 and the network deliver them:
 
 - `internal_error`: 500 with S3's `InternalError` XML body (the request never reaches moto);
 - `slow_down`: 503 with S3's `SlowDown` XML body;
-- `reset`: the response's status line, headers and half its body, then a TCP RST (a HEAD:
-  the RST alone);
+- `reset`: the response's status line, headers and half its body, then a TCP RST (an answer
+  without a body, such as HEAD's or PutObject's: the RST alone, the request having been served);
 - `truncate`: the full Content-Length, half the body, then a clean close (FIN);
 - `empty_listing`, `half_listing`: a ListObjectsV2 answer rewritten to none or half of its keys
   (a well-formed, successful, wrong answer).
@@ -173,7 +173,7 @@ class S3FaultProxy:
                         payload, "none" if fault == "empty_listing" else "half"
                     )
                 if fault == "reset":
-                    if self.command != "HEAD":  # a HEAD answer is reset before its status line
+                    if payload and self.command != "HEAD":  # else: before the status line
                         self._send_head(status, headers, len(payload))
                         self.wfile.write(payload[: len(payload) // 2])
                         self.wfile.flush()
