@@ -63,7 +63,7 @@ from serving.observability import Metrics, request_id_var
 from serving.query_encoder import build_query_embedder, concurrent_encodes
 from serving.search import RESULT_COLUMNS, Hit, InvalidFilter, SearchMode, filter_sql, search
 from serving.settings import ApiKey, GeneratorKind, ServingSettings
-from serving.uploads import UploadRefused, presigned_upload
+from serving.uploads import UploadRefused, presigned_upload, upload_client
 
 logger = logging.getLogger("lorechat.serving")
 STATIC = Path(__file__).parent / "static"
@@ -94,11 +94,7 @@ class Services:
 
     def s3(self) -> Any:
         if self._s3 is None:
-            self._s3 = boto3.client(
-                "s3",
-                endpoint_url=self.settings.s3_endpoint_url,
-                region_name=self.settings.aws_region,
-            )
+            self._s3 = upload_client(self.settings)
         return self._s3
 
 

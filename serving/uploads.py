@@ -9,12 +9,27 @@ import re
 import unicodedata
 from typing import Any
 
+import boto3
+from botocore.config import Config
+
 from serving.models import UploadRequest, UploadResponse
 from serving.settings import ServingSettings
 
 
 class UploadRefused(ValueError):
     pass
+
+
+def upload_client(settings: ServingSettings) -> Any:
+    """The S3 client that signs upload forms. Signature version 4 explicitly: botocore would
+    otherwise sign POST policies with the deprecated version 2 in us-east-1, which S3 refuses
+    in every region opened since 2014."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        config=Config(signature_version="s3v4"),
+    )
 
 
 def safe_filename(name: str) -> str:
