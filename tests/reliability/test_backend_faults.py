@@ -7,6 +7,7 @@ contract server's own `fail_next`). The corpus sits in one shard, so one Dagster
 the work and "the run" is that shard's run; small chunks give more than one embedding batch.
 """
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,20 @@ import dagster as dg
 import pytest
 
 from lorechat_pipeline.core.aliases import IndexAlias
+from lorechat_pipeline.core.backends.upstash_client import TOKEN_SETTING, URL_SETTING
+from lorechat_pipeline.core.backends.upstash_index import SYSTEM_NAMESPACE
 from lorechat_pipeline.defs.ingestion.assets import TRANSIENT_RETRY
 from lorechat_pipeline.runner import IngestFailed, Pipeline
 from lorechat_pipeline.settings import load_settings
+from tests.backends.upstash_contract_server import (
+    ApiError,
+    RunningServer,
+    upstash_contract_server,
+)
 from tests.pipeline.conftest import index_snapshot
 from tests.pipeline.faults import (
     Fault,
+    InjectedFault,
     keys_in_shards,
     with_crashing_embedder,
     with_failing_lancedb,
@@ -37,6 +46,8 @@ SMALL_CHUNKS = {
 SHARD = 5
 KEYS = keys_in_shards("notes/note", 28, [SHARD])
 PARAGRAPHS = 12  # ~12 chunks a note: ~330 chunks, two embedding batches of at most 256
+
+UPSTASH_TOKEN = "AXfault-injection-token"
 
 Snapshot = dict[str, Any]
 
@@ -74,6 +85,7 @@ def state(pipeline: Pipeline) -> State:
 class CleanIndexes:
     v1: Snapshot
     v2: Snapshot
+    dimension: int
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +100,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CleanIndexes]:
     write_v2(source)
     second = open_pipeline(source, root / "v2")
     second.ingest()
-    yield CleanIndexes(v1, index_snapshot(second))
+    yield CleanIndexes(v1, index_snapshot(second), second.embedder.dimension)
     first.close()
     second.close()
 
@@ -185,3 +197,82 @@ def by_document(rows: Snapshot) -> dict[str, Snapshot]:
     for chunk_id, row in rows.items():
         documents.setdefault(row[0], {})[chunk_id] = row
     return documents
+
+
+@contextlib.contextmanager
+def upstash_with_failing_upserts(
+    fault: Fault, status: int, dimension: int, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningServer]:
+    """The Upstash contract server, its upserts of chunks (not of LoreChat's own records: the
+    alias, the manifests) answering `status` as `fault` says; every other call is served."""
+    with upstash_contract_server(token=UPSTASH_TOKEN, dimension=dimension) as upstash:
+        serve = upstash.state.upsert
+
+        def upsert(namespace: str, body: Any) -> str:
+            if namespace != SYSTEM_NAMESPACE:
+                try:
+                    fault.hit()
+                except InjectedFault as error:
+                    raise ApiError(status, f"Service error ({error})") from error
+            return serve(namespace, body)
+
+        monkeypatch.setattr(upstash.state, "upsert", upsert)
+        monkeypatch.setenv(URL_SETTING, upstash.url)
+        monkeypatch.setenv(TOKEN_SETTING, UPSTASH_TOKEN)
+        yield upstash
+
+
+def test_upstash_errors_mid_upsert_are_retried(
+    tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500s and 429s on the second upsert: the client's own retries ride them out, and the
+    index equals the clean one (the same chunk ids and vectors as LanceDB's)."""
+    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
+    source = tmp_path / "source"
+    write_v1(source)
+    for status in (500, 429):
+        fault = Fault(f"upstash-{status}", first=2, times=2)
+        with upstash_with_failing_upserts(fault, status, clean.dimension, monkeypatch):
+            pipeline = open_pipeline(source, tmp_path / f"home-{status}", vector_store="upstash")
+            summary = pipeline.ingest()
+            assert fault.failures == 2
+            assert retries(pipeline, summary.run_ids[0], "vector_index") == 0
+            assert index_snapshot(pipeline) == clean.v1
+            pipeline.close()
+
+
+@pytest.mark.slow
+def test_upstash_persistent_errors_mid_upsert_then_a_rerun_converges(
+    tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstash has no transactions: a document is deleted by prefix, then its chunks upserted.
+    When the upserts of one request keep failing, the run gives up after the client's and the
+    step's retries; documents written before keep their new chunks, those after keep their old
+    ones, and the documents of the failing request are absent (never mixed) until the re-run."""
+    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
+    source = tmp_path / "source"
+    write_v1(source)
+    fault = Fault("upstash-persistent", first=10**9)
+    with upstash_with_failing_upserts(fault, 500, clean.dimension, monkeypatch):
+        pipeline = open_pipeline(source, tmp_path / "home", vector_store="upstash")
+        pipeline.ingest()
+        before = state(pipeline)
+        assert before.rows == clean.v1
+
+        write_v2(source)
+        fault.first, fault.times = fault.calls + 2, None  # the run's second upsert, for ever
+        with pytest.raises(IngestFailed, match="vector_index"):
+            pipeline.ingest()
+        after = state(pipeline)
+        assert after.alias == before.alias
+        documents_after = by_document(after.rows)
+        old, new = by_document(before.rows), by_document(clean.v2)
+        for document, chunks in documents_after.items():
+            assert chunks in (old.get(document), new.get(document)), f"{document} is mixed"
+        absent = (set(old) & set(new)) - set(documents_after)
+        assert 0 < len(absent) <= 8  # one request's documents at most
+
+        fault.clear()
+        pipeline.ingest()
+        assert index_snapshot(pipeline) == clean.v2
+        pipeline.close()
