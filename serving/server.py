@@ -20,6 +20,10 @@ def serve(
         create_app(settings),
         host=host,
         port=port or settings.serve_port,
+        # Named, not left to uvicorn's auto-detection, so a missing package fails loudly
+        # instead of silently serving on the slower pure-Python loop and parser.
+        loop="uvloop",
+        http="httptools",
         log_config=None,  # our JSON logging
         access_log=False,  # the app logs each request once, with its request id
         proxy_headers=True,
