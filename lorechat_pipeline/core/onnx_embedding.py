@@ -221,6 +221,31 @@ def ensure_export(
     return info
 
 
+_sessions: dict[tuple[str, int, int, int], Any] = {}
+_sessions_lock = threading.Lock()
+
+
+def load_session(graph: Path, threads: int) -> Any:
+    """One onnxruntime session per graph file and thread count in a process, shared (as the torch
+    models are): every Dagster run builds its resources anew, and a session per run would keep
+    its weights and memory arena (~300 MB) for as long as the process lives."""
+    import onnxruntime
+
+    stat = graph.stat()
+    key = (str(graph), stat.st_mtime_ns, stat.st_size, threads)
+    with _sessions_lock:
+        if key not in _sessions:
+            options = onnxruntime.SessionOptions()
+            # Serving: one thread per query, requests side by side on the cores. Ingestion:
+            # one encode at a time over every core.
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            _sessions[key] = onnxruntime.InferenceSession(
+                str(graph), options, providers=["CPUExecutionProvider"]
+            )
+        return _sessions[key]
+
+
 class OnnxEmbedder(Embedder):
     """all-MiniLM-L6-v2 (or another exported model) through onnxruntime and `tokenizers`.
 
@@ -255,16 +280,7 @@ class OnnxEmbedder(Embedder):
 
     @cached_property
     def session(self) -> Any:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        # Serving: one thread per query, requests side by side on the cores. Ingestion: one
-        # encode at a time over every core.
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        return onnxruntime.InferenceSession(
-            str(self.folder / GRAPH), options, providers=["CPUExecutionProvider"]
-        )
+        return load_session(self.folder / GRAPH, self.threads)
 
     def warm_up_in_background(self) -> None:
         threading.Thread(target=self._load, name="embedder-warm-up", daemon=True).start()
