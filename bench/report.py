@@ -192,6 +192,19 @@ def render_serving(serving: dict[str, Any]) -> list[str]:
                 ]
             )
     lines += _table(["load", "mode", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"], body)
+    floor = result.get("in_process_floor")
+    if floor:
+        searches = floor["search_without_encode"]
+        lines += [
+            "",
+            "In-process floor, no HTTP (p50 / p99 ms): query encoding "
+            f"{floor['query_encode']['p50_ms']} / {floor['query_encode']['p99_ms']}; dense search "
+            f"from the in-memory copy {searches['dense_resident']['p50_ms']} / "
+            f"{searches['dense_resident']['p99_ms']} (recall@10 against exact search "
+            f"{floor['resident_recall_at_10']}), on LanceDB {searches['dense_lancedb']['p50_ms']} "
+            f"/ {searches['dense_lancedb']['p99_ms']}; hybrid {searches['hybrid']['p50_ms']} / "
+            f"{searches['hybrid']['p99_ms']}.",
+        ]
     return [*lines, ""]
 
 
