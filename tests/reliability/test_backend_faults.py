@@ -149,28 +149,42 @@ def test_embedding_failure_mid_batch_is_retried_or_leaves_the_index_unchanged(
     recovered.close()
 
 
-def test_lancedb_write_failure_mid_shard_is_retried_or_converges(
-    tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Several commits per shard (500 documents each by default) so that one fails mid-shard.
+@pytest.fixture
+def commits_of_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several commits per shard (500 documents each by default), so that one fails mid-shard."""
     monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
+
+
+@pytest.mark.usefixtures("commits_of_eight")
+def test_lancedb_write_failure_mid_shard_is_retried(tmp_path: Path, clean: CleanIndexes) -> None:
+    """The second commit fails once; the retried step rewrites what the index lacks."""
     source = tmp_path / "source"
     write_v1(source)
     settings = open_pipeline(source, tmp_path / "home").settings
-
-    # Transient: the second commit fails once; the retried step rewrites what is missing.
     transient = Fault("lancedb-transient", first=2, times=1)
     flaky = with_failing_lancedb(settings, transient)
     summary = flaky.ingest()
     assert transient.failures == 1
     assert retries(flaky, summary.run_ids[0], "vector_index") == 1
     assert index_snapshot(flaky) == clean.v1
-    before = state(flaky)
     flaky.close()
 
-    # Persistent: the second commit and every later one fail. The commit before it stays (each
-    # document is replaced atomically: its old chunk set or its new one, never both), the rest
-    # of the shard keeps its previous rows, and the alias does not move.
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("commits_of_eight")
+def test_lancedb_persistent_write_failure_mid_shard_then_a_rerun_converges(
+    tmp_path: Path, clean: CleanIndexes
+) -> None:
+    """The second commit and every later one fail. The commit before it stays (each document
+    is replaced atomically: its old chunk set or its new one, never both), the rest of the
+    shard keeps its previous rows, and the alias does not move."""
+    source = tmp_path / "source"
+    write_v1(source)
+    first = open_pipeline(source, tmp_path / "home")
+    first.ingest()
+    settings, before = first.settings, state(first)
+    first.close()
+
     write_v2(source)
     persistent = Fault("lancedb-persistent", first=2, times=None)
     broken = with_failing_lancedb(settings, persistent)
@@ -184,6 +198,7 @@ def test_lancedb_write_failure_mid_shard_is_retried_or_converges(
     assert set(documents_after) <= set(old) | set(new)
     for document, chunks in documents_after.items():
         assert chunks in (old.get(document), new.get(document)), f"{document} is mixed"
+    assert documents_after != old  # the first commit went in
     broken.close()
 
     recovered = Pipeline.from_settings(settings)
@@ -201,10 +216,11 @@ def by_document(rows: Snapshot) -> dict[str, Snapshot]:
 
 @contextlib.contextmanager
 def upstash_with_failing_upserts(
-    fault: Fault, status: int, dimension: int, monkeypatch: pytest.MonkeyPatch
+    fault: Fault, statuses: tuple[int, ...], dimension: int, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RunningServer]:
     """The Upstash contract server, its upserts of chunks (not of LoreChat's own records: the
-    alias, the manifests) answering `status` as `fault` says; every other call is served."""
+    alias, the manifests) failing as `fault` says, with `statuses` in turn; every other call
+    is served."""
     with upstash_contract_server(token=UPSTASH_TOKEN, dimension=dimension) as upstash:
         serve = upstash.state.upsert
 
@@ -213,6 +229,7 @@ def upstash_with_failing_upserts(
                 try:
                     fault.hit()
                 except InjectedFault as error:
+                    status = statuses[(fault.failures - 1) % len(statuses)]
                     raise ApiError(status, f"Service error ({error})") from error
             return serve(namespace, body)
 
@@ -222,26 +239,26 @@ def upstash_with_failing_upserts(
         yield upstash
 
 
+@pytest.mark.usefixtures("commits_of_eight")
 def test_upstash_errors_mid_upsert_are_retried(
     tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """500s and 429s on the second upsert: the client's own retries ride them out, and the
-    index equals the clean one (the same chunk ids and vectors as LanceDB's)."""
-    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
+    """A 500, then a 429, on the second upsert: the client's own retries ride them out, and
+    the index equals the clean one (the same chunk ids and vectors as LanceDB's)."""
     source = tmp_path / "source"
     write_v1(source)
-    for status in (500, 429):
-        fault = Fault(f"upstash-{status}", first=2, times=2)
-        with upstash_with_failing_upserts(fault, status, clean.dimension, monkeypatch):
-            pipeline = open_pipeline(source, tmp_path / f"home-{status}", vector_store="upstash")
-            summary = pipeline.ingest()
-            assert fault.failures == 2
-            assert retries(pipeline, summary.run_ids[0], "vector_index") == 0
-            assert index_snapshot(pipeline) == clean.v1
-            pipeline.close()
+    fault = Fault("upstash-transient", first=2, times=2)
+    with upstash_with_failing_upserts(fault, (500, 429), clean.dimension, monkeypatch):
+        pipeline = open_pipeline(source, tmp_path / "home", vector_store="upstash")
+        summary = pipeline.ingest()
+        assert fault.failures == 2
+        assert retries(pipeline, summary.run_ids[0], "vector_index") == 0
+        assert index_snapshot(pipeline) == clean.v1
+        pipeline.close()
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("commits_of_eight")
 def test_upstash_persistent_errors_mid_upsert_then_a_rerun_converges(
     tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,11 +266,10 @@ def test_upstash_persistent_errors_mid_upsert_then_a_rerun_converges(
     When the upserts of one request keep failing, the run gives up after the client's and the
     step's retries; documents written before keep their new chunks, those after keep their old
     ones, and the documents of the failing request are absent (never mixed) until the re-run."""
-    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
     source = tmp_path / "source"
     write_v1(source)
     fault = Fault("upstash-persistent", first=10**9)
-    with upstash_with_failing_upserts(fault, 500, clean.dimension, monkeypatch):
+    with upstash_with_failing_upserts(fault, (500,), clean.dimension, monkeypatch):
         pipeline = open_pipeline(source, tmp_path / "home", vector_store="upstash")
         pipeline.ingest()
         before = state(pipeline)
