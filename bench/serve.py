@@ -280,12 +280,13 @@ def serving_process(settings: dict[str, str]) -> Iterator[tuple[str, int]]:
         server.wait(timeout=30)
 
 
-def wait_for_resident_copy(url: str, timeout: float = 600) -> None:
+def wait_for_resident_copy(url: str, timeout: float = 600, key: str | None = None) -> None:
     """The server copies the served version into memory in the background: measure once it has
     (until then LanceDB answers, slower)."""
     deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     while True:
-        index = httpx.get(url + "/v1/index", timeout=30).json()
+        index = httpx.get(url + "/v1/index", timeout=30, headers=headers).json()
         if index["resident_rows"] == index["chunks"]:
             return
         if time.monotonic() > deadline:

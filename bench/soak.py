@@ -12,7 +12,8 @@ samples the server's resident memory every 5 s and prints one JSON object: answe
 error code, transport errors, latency of the answered searches against the unloaded p99, the
 index versions answered from, chat outcomes, and memory growth from the first sample after
 warm-up to the last. Targets (issue 8): zero 5xx, p99 within 3× the unloaded p99, memory growth
-under 10%, no chat failed by the generator's restart.
+under 10%, no chat failed by the generator's restart; and one caller hammering the API with a
+key limited to 60 requests a minute gets no more than its limit answered (the rest 429).
 """
 
 import argparse
@@ -46,7 +47,14 @@ from lorechat_pipeline.core.aliases import AliasStore
 from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
 from lorechat_pipeline.core.storage import LocalObjectStore
 from serving.query_encoder import build_query_embedder
-from serving.settings import ServingSettings
+from serving.settings import ServingSettings, hash_api_key
+
+LOAD_KEY, LIMITED_KEY = "soak-load-key", "soak-limited-key"
+LIMITED_PER_MINUTE = 60
+
+
+def authorization(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def resident_mb(pid: int) -> float:
@@ -81,7 +89,16 @@ def main() -> None:
     queries = [f"steps to follow for {topic} variant {n}" for topic in TOPICS for n in range(9)]
     settings = {
         "LORECHAT_INDEX_URI": uri,
-        "LORECHAT_RATE_LIMIT_PER_MINUTE": "1000000",
+        "LORECHAT_API_KEYS": json.dumps(
+            [
+                {"name": "load", "sha256": hash_api_key(LOAD_KEY), "requests_per_minute": 10**7},
+                {
+                    "name": "limited",
+                    "sha256": hash_api_key(LIMITED_KEY),
+                    "requests_per_minute": LIMITED_PER_MINUTE,
+                },
+            ]
+        ),
         "LORECHAT_QUERY_ENCODER_DIR": str(root / "query-encoder"),
         "LORECHAT_ALIAS_CHECK_SECONDS": "1",
     }
@@ -97,7 +114,7 @@ def main() -> None:
                     "LORECHAT_GENERATION_MAX_TOKENS": "16",
                 }
             url, pid = stack.enter_context(serving_process(settings))
-            wait_for_resident_copy(url)
+            wait_for_resident_copy(url, key=LOAD_KEY)
             report = soak(
                 url, pid, uri, queries, args.clients, args.seconds, generator, args.chat_clients
             )
@@ -127,6 +144,7 @@ async def search_client(
             started = time.perf_counter()
             writer.write(
                 f"POST /v1/search HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+                f"\r\nAuthorization: Bearer {LOAD_KEY}"
                 f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
@@ -155,7 +173,7 @@ def soak(
     generator: LlamaServer | None = None,
     chat_clients: int = 0,
 ) -> dict[str, Any]:
-    with httpx.Client(base_url=url, timeout=30) as session:
+    with httpx.Client(base_url=url, timeout=30, headers=authorization(LOAD_KEY)) as session:
         unloaded = []
         for number in range(200):
             started = time.perf_counter()
@@ -200,8 +218,23 @@ def soak(
             with lock:
                 statuses[f"transport {type(error).__name__}"] += 1
 
+    limited: Counter[str] = Counter()
+    chat_errors: dict[str, str] = {}
+
+    def abuser() -> None:
+        """A caller over its key's rate limit the whole time, ignoring Retry-After."""
+        with httpx.Client(base_url=url, timeout=60, headers=authorization(LIMITED_KEY)) as session:
+            while not stop.is_set():
+                response = session.post("/v1/search", json={"query": "parking", "k": 3})
+                outcome = str(response.status_code)
+                if response.status_code != 200:
+                    outcome += " " + response.json()["error"]["code"]
+                with lock:
+                    limited[outcome] += 1
+                time.sleep(0.05)
+
     def chat(number: int) -> None:
-        with httpx.Client(base_url=url, timeout=120) as session:
+        with httpx.Client(base_url=url, timeout=120, headers=authorization(LOAD_KEY)) as session:
             while not stop.is_set():
                 question = f"who do I contact about {TOPICS[number % len(TOPICS)]}?"
                 body = {"messages": [{"role": "user", "content": question}], "k": 2}
@@ -209,14 +242,16 @@ def soak(
                     response = session.post("/v1/chat", json=body)
                     outcome = str(response.status_code)
                     if response.status_code != 200:
-                        outcome += " " + response.json()["error"]["code"]
+                        error_body = response.json()["error"]
+                        outcome += " " + error_body["code"]
+                        chat_errors.setdefault(outcome, error_body["message"][:300])
                 except httpx.HTTPError as error:
                     outcome = f"transport {type(error).__name__}"
                 with lock:
                     chats[outcome] += 1
                 number += 1
 
-    threads = [threading.Thread(target=searches)]
+    threads = [threading.Thread(target=searches), threading.Thread(target=abuser)]
     threads += [threading.Thread(target=chat, args=(n,)) for n in range(chat_clients)]
     started = time.monotonic()
     for thread in threads:
@@ -252,8 +287,14 @@ def soak(
         "answered": served_p,
         "p99_over_unloaded_p99": round(served_p["p99_ms"] / unloaded_p["p99_ms"], 2),
         "versions_answered_from": dict(versions),
+        # A full bucket to start with, then the key's rate: no more may be answered.
+        "rate_limited_key": {
+            "answers": dict(limited),
+            "allowed_at_most": int(LIMITED_PER_MINUTE * (1 + seconds / 60)) + 1,
+        },
         "chat_clients": chat_clients,
         "chat_answers": dict(chats),
+        "chat_errors": chat_errors,
         "generator_restart_seconds": generator_down_seconds,
         "rss_mb": {"after_warm_up": round(baseline, 1), "end": round(memory[-1], 1)},
         "rss_growth_percent": round(100 * (memory[-1] - baseline) / baseline, 1),

@@ -125,12 +125,14 @@ class OpenAICompatibleGenerator(Generator):
     def complete(self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]) -> str:
         """The whole answer. Nothing of it has reached the caller yet, so an answer cut off by
         the generator going away is asked for again from the start, within `retry_seconds`."""
-        deadline = time.monotonic() + self.retry_seconds
+        # Counted from the interruption: an answer may have been generating for a while.
+        deadline: float | None = None
         pause = 0.25
         while True:
             try:
                 return "".join(self.stream(messages, hits))
             except GenerationInterrupted:
+                deadline = deadline or time.monotonic() + self.retry_seconds
                 if time.monotonic() + pause > deadline:
                     raise
                 time.sleep(pause)
