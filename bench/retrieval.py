@@ -75,11 +75,15 @@ def main() -> None:
 
     source = args.state / "corpus"
     names = write_corpus(args.beir, source, keep, args.corpus_sample)
-    pipeline = Pipeline.from_settings(load_settings(home=args.state / "home", source=str(source)))
+    settings = load_settings(home=args.state / "home", source=str(source))
+    pipeline = Pipeline.from_settings(settings)
     started = time.perf_counter()
     summary = pipeline.ingest()
     ingest_seconds = time.perf_counter() - started
     index = pipeline.open_current_index()
+    # An index ingested by an earlier version (a kept --state) gets today's search indexes: an
+    # unchanged corpus ingests nothing, so the pipeline would not maintain it.
+    index.maintain(settings.ann_index_min_rows)
     encoder = build_query_embedder(
         ServingSettings(home=args.state / "home", query_encoder_dir=args.state / "query-encoder")
     )

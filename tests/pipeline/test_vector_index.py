@@ -132,3 +132,13 @@ def test_ann_index_is_built_once_the_table_is_large_enough(tmp_path: Path) -> No
     assert any(i.name == "vector_idx" for i in index.table.list_indices())
     hits = index.search(vectors[42], k=1)
     assert hits[0].text == "chunk 42"
+
+
+def test_full_text_index_analysed_otherwise_is_rebuilt(tmp_path: Path) -> None:
+    index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
+    index.replace_documents(rows("a.md", ["running late", "ran"]), [document_id("a.md")])
+    index.table.create_fts_index("text", replace=True, stem=False)  # analysed otherwise
+    assert "fts(text)" in index.maintain(ann_index_min_rows=1_000_000)
+    text_index = next(i for i in index.table.list_indices() if i.name == "text_idx")
+    assert text_index.index_details["stem"]
+    assert index.maintain(ann_index_min_rows=1_000_000) == []
