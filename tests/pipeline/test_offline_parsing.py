@@ -16,6 +16,7 @@ from lorechat_pipeline.core.parsing import (
     ParserPool,
     parse_and_chunk,
 )
+from tests.network_guard import NETWORK_GUARD
 from tests.pipeline import sample_documents as docs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,24 +26,9 @@ HOOKS = "tests.pipeline.parsing_hooks:misbehaving_parse"
 # Runs in a fresh interpreter: every way out to the network raises and is recorded (a raise alone
 # is not enough, since unstructured's telemetry thread swallows exceptions), and the model that
 # unstructured would download, en_core_web_sm, cannot be imported even if it happens to exist.
-OFFLINE_SCRIPT = r"""
-import json, os, sys, urllib.request
-
-attempts = []
-NETWORK_EVENTS = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request"}
-
-def audit(event, args):
-    if event in NETWORK_EVENTS:
-        attempts.append([event, repr(args)[:200]])
-        raise ConnectionRefusedError(f"no network in this test ({event})")
-
-sys.addaudithook(audit)
-
-def urlopen(*args, **kwargs):
-    attempts.append(["urllib.request.urlopen", repr(args)[:200]])
-    raise ConnectionRefusedError("no network in this test (urlopen)")
-
-urllib.request.urlopen = urlopen
+OFFLINE_SCRIPT = (
+    NETWORK_GUARD
+    + r"""
 
 class NoDownloadableModel:
     def find_spec(self, name, path=None, target=None):
@@ -83,6 +69,7 @@ print(json.dumps({
     "environment": {name: os.environ.get(name) for name in ("DO_NOT_TRACK", "HF_HUB_OFFLINE")},
 }))
 """
+)
 
 
 def test_parsing_needs_no_network_and_no_downloadable_model() -> None:

@@ -27,6 +27,7 @@ from lorechat_pipeline.core.onnx_embedding import (
 from lorechat_pipeline.defs.resources import embedder_resource
 from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource, cores
 from lorechat_pipeline.settings import LocalEncoder, load_settings
+from tests.network_guard import NETWORK_GUARD
 from tests.pipeline.conftest import PipelineFactory, write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -195,18 +196,9 @@ def test_of_two_exports_at_once_one_wins_whole(
 
 # Runs in a fresh interpreter without HF_HUB_OFFLINE: every way out to the network raises and is
 # recorded. Making the export (torch) and encoding with it (onnxruntime) need nothing from a hub.
-OFFLINE_SCRIPT = r"""
-import json, sys, urllib.request
-
-attempts = []
-NETWORK_EVENTS = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request"}
-
-def audit(event, args):
-    if event in NETWORK_EVENTS:
-        attempts.append([event, repr(args)[:200]])
-        raise ConnectionRefusedError(f"no network in this test ({event})")
-
-sys.addaudithook(audit)
+OFFLINE_SCRIPT = (
+    NETWORK_GUARD
+    + r"""
 
 from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
 
@@ -221,6 +213,7 @@ print(json.dumps({
     "vectors": vectors.tolist(),
 }))
 """
+)
 
 
 def test_a_cut_short_export_is_rebuilt_offline(
