@@ -1,9 +1,7 @@
 """Run the asset graph for what changed, on a persistent Dagster instance (visible in the UI)."""
 
 import contextlib
-import ctypes
 import os
-import platform
 import socket
 import time
 from collections.abc import Callable
@@ -18,6 +16,7 @@ from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.ledger import QUARANTINED, LedgerEntry, load_ledger
 from lorechat_pipeline.core.manifest import IndexManifest
+from lorechat_pipeline.core.memory import bound_heap_retention, release_freed_memory
 from lorechat_pipeline.core.planning import IngestPlan, group_listing, plan_shard
 from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.storage import ObjectStore
@@ -78,41 +77,6 @@ def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
             )
             abandoned.append(run.run_id)
     return abandoned
-
-
-# glibc's mallopt parameter for the size above which an allocation gets its own mapping.
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 1024 * 1024  # as flat as 128 KiB in experiments, with fewer mmap calls
-
-
-def _glibc() -> Any:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(None)
-    except OSError:  # pragma: no cover - no C library to load
-        return None
-
-
-def bound_heap_retention() -> None:
-    """Keep glibc from holding on to the memory of freed large buffers across shards.
-
-    glibc raises its mmap threshold each time a large mapped buffer is freed (up to 32 MiB), so
-    the model's activations and LanceDB's compaction and index buffers come to be carved out of
-    per-thread heaps that fragment and are never given back: resident memory grew with every
-    shard while the memory in use stayed flat. A fixed threshold gives each large buffer its own
-    mapping, returned when freed. Process-wide; idempotent; a no-op off glibc.
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-
-
-def release_freed_memory() -> None:
-    """Return free heap pages to the system (glibc only)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from lorechat_pipeline.core.embedding import Embedder
+from lorechat_pipeline.core.memory import bound_heap_retention
 from lorechat_pipeline.core.vector_index import sql_string
 from serving.auth import (
     Admission,
@@ -282,6 +283,7 @@ def create_app(
         # Searches run side by side, one per core: a multi-threaded BLAS under each would spin
         # on cores already busy (13 ms instead of 0.4 ms to score one query's IVF lists).
         threadpool_limits(1, user_api="blas")
+        bound_heap_retention()  # large buffers (index versions' copies) get their own mappings
         reader = IndexReader(settings, model, RESULT_COLUMNS)
         # Refuses to start on a missing index or one built with another embedding model.
         served = reader.open_initial()
