@@ -1,9 +1,5 @@
 """Parsing needs no network and no downloadable model; the worker pool survives bad documents."""
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +12,7 @@ from lorechat_pipeline.core.parsing import (
     ParserPool,
     parse_and_chunk,
 )
-from tests.network_guard import NETWORK_GUARD
+from tests.network_guard import NETWORK_GUARD, run_guarded
 from tests.pipeline import sample_documents as docs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -73,23 +69,9 @@ print(json.dumps({
 
 
 def test_parsing_needs_no_network_and_no_downloadable_model() -> None:
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("DO_NOT_TRACK", "HF_HUB_OFFLINE", "UNSTRUCTURED_DISABLE_NOTICE")
-    }
-    environment["PYTHONPATH"] = str(REPO_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", OFFLINE_SCRIPT],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    report = run_guarded(
+        OFFLINE_SCRIPT, unset=("DO_NOT_TRACK", "HF_HUB_OFFLINE", "UNSTRUCTURED_DISABLE_NOTICE")
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
 
     assert report["attempts"] == []
     assert report["loader"] == "lorechat_pipeline.core.parsing.offline_nlp.load_spacy_model"

@@ -3,8 +3,6 @@ torch (cosine ≥ 0.9999, in the order given, long chunks truncated alike), the 
 the index, an export made once offline and reused, a partial or corrupt export rebuilt."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from lorechat_pipeline.core.onnx_embedding import (
 from lorechat_pipeline.defs.resources import embedder_resource
 from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource, cores
 from lorechat_pipeline.settings import LocalEncoder, load_settings
-from tests.network_guard import NETWORK_GUARD
+from tests.network_guard import NETWORK_GUARD, run_guarded
 from tests.pipeline.conftest import PipelineFactory, write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -225,23 +223,12 @@ def test_a_cut_short_export_is_rebuilt_offline(
     with (folder / GRAPH).open("r+b") as graph:
         graph.truncate((folder / GRAPH).stat().st_size // 2)
     assert valid_export(folder) is None
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LORECHAT_ONNX_CACHE_DIR")
-    }
-    environment["PYTHONPATH"] = str(REPO_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", OFFLINE_SCRIPT, str(cache), json.dumps(DOCUMENTS)],
-        cwd=REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    report = run_guarded(
+        OFFLINE_SCRIPT,
+        str(cache),
+        json.dumps(DOCUMENTS),
+        unset=("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LORECHAT_ONNX_CACHE_DIR"),
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["attempts"] == []
     assert report["type"] == "OnnxEmbedder"
     assert report["model_id"] == MODEL_ID
