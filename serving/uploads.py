@@ -9,9 +9,7 @@ import re
 import unicodedata
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
+from lorechat_pipeline.core.storage import s3_client
 from serving.models import UploadRequest, UploadResponse
 from serving.settings import ServingSettings
 
@@ -21,15 +19,8 @@ class UploadRefused(ValueError):
 
 
 def upload_client(settings: ServingSettings) -> Any:
-    """The S3 client that signs upload forms. Signature version 4 explicitly: botocore would
-    otherwise sign POST policies with the deprecated version 2 in us-east-1, which S3 refuses
-    in every region opened since 2014."""
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.aws_region,
-        config=Config(signature_version="s3v4"),
-    )
+    """The S3 client that signs upload forms: the pipeline's (retries, timeouts, SigV4)."""
+    return s3_client(endpoint_url=settings.s3_endpoint_url, region=settings.aws_region)
 
 
 def safe_filename(name: str) -> str:

@@ -7,9 +7,7 @@ same way on a laptop folder and on S3 (or any S3-compatible endpoint such as Min
 import logging
 import os
 import posixpath
-import random
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from lorechat_pipeline.core.backends.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def s3_client(
     """An S3 client with the pipeline's retries and timeouts (credentials: these, else boto3's
     own chain)."""
     import boto3
+    from botocore.config import Config
 
     return boto3.client(
         "s3",
@@ -81,7 +82,9 @@ def s3_client(
         aws_access_key_id=aws_access_key_id,
         aws_secret_access_key=aws_secret_access_key,
         aws_session_token=aws_session_token,
-        config=retries.client_config(),
+        # Signature version 4 named: botocore would sign presigned POST policies with the
+        # deprecated version 2 in us-east-1, which S3 refuses in regions opened since 2014.
+        config=retries.client_config().merge(Config(signature_version="s3v4")),
     )
 
 
@@ -285,7 +288,7 @@ class S3ObjectStore(ObjectStore):
                         f"{self.retries.attempts} attempts: {error}"
                     ) from error
                 logger.info("reading %s failed (%s); reading it again", self.child(key), error)
-                time.sleep(random.uniform(0.0, min(20.0, 0.5 * 2**attempt)))  # full jitter
+                Backoff().wait(attempt)
                 continue
             version = response.get("VersionId")
             return body, None if version in (None, "null") else version
