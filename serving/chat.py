@@ -79,6 +79,27 @@ class ExtractiveGenerator(Generator):
             yield f"{separator}[{number}] {hit.text.strip()}"
 
 
+class RetryWindow:
+    """Pauses between asks (0.25 s, doubling to 2 s) for `seconds` counted from the first
+    failure: an answer may have been generating for a while before it was cut off."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline: float | None = None
+        self.pause = 0.25
+
+    def wait(self) -> bool:
+        """Sleep before asking again; False when the window is spent (give up)."""
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.seconds
+        if now + self.pause > self.deadline:
+            return False
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 2.0)
+        return True
+
+
 class OpenAICompatibleGenerator(Generator):
     def __init__(
         self,
@@ -110,33 +131,25 @@ class OpenAICompatibleGenerator(Generator):
         """The answer's pieces as the generator streams them. A generator that refuses the
         connection or says it is unavailable (restarting, loading its model) is asked again
         for up to `retry_seconds`: nothing reached it, so asking again is safe."""
-        deadline = time.monotonic() + self.retry_seconds
-        pause = 0.25
+        window = RetryWindow(self.retry_seconds)
         while True:
             try:
                 yield from self._stream_once(messages, hits)
                 return
             except GeneratorNotReady as error:
-                if time.monotonic() + pause > deadline:
+                if not window.wait():
                     raise GenerationFailed(str(error)) from error
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
     def complete(self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]) -> str:
         """The whole answer. Nothing of it has reached the caller yet, so an answer cut off by
         the generator going away is asked for again from the start, within `retry_seconds`."""
-        # Counted from the interruption: an answer may have been generating for a while.
-        deadline: float | None = None
-        pause = 0.25
+        window = RetryWindow(self.retry_seconds)
         while True:
             try:
                 return "".join(self.stream(messages, hits))
             except GenerationInterrupted:
-                deadline = deadline or time.monotonic() + self.retry_seconds
-                if time.monotonic() + pause > deadline:
+                if not window.wait():
                     raise
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
     def _stream_once(
         self, messages: Sequence[ChatMessage], hits: Sequence[SearchHit]
