@@ -298,6 +298,7 @@ def soak(
         "generator_restart_seconds": generator_down_seconds,
         "rss_mb": {"after_warm_up": round(baseline, 1), "end": round(memory[-1], 1)},
         "rss_growth_percent": round(100 * (memory[-1] - baseline) / baseline, 1),
+        "rss_mb_every_5s": [round(sample) for sample in memory],
     }
 
 

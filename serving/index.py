@@ -80,6 +80,8 @@ class IndexReader:
         )
         self._lock = threading.Lock()
         self._served: ServedVersion | None = None
+        # A promoted version, opened and checked, waiting for its in-memory copy.
+        self._incoming: ServedVersion | None = None
         self._checked_at = 0.0
         self.problem: str | None = None  # why the alias target is not served, if it is not
 
@@ -129,8 +131,27 @@ class IndexReader:
 
     def resident_copy(self, served: ServedVersion) -> ResidentVectors | None:
         """The in-memory copy of the served version, if it is built and up to date."""
-        resident = self.resident.current()
-        return resident if resident is not None and resident.key[0] == served.table else None
+        return self.resident.copy_of(served.table)
+
+    def _warm(self, incoming: ServedVersion) -> bool:
+        """Whether a promoted version may be served: once its in-memory copy is built (or will
+        not be: Upstash, over the budget, failed), or after `switch_warm_up_seconds` at most.
+        Until then the previous version answers from its copy, so a promotion sends no search
+        to a cold table, and the new table's caches never fill with what the copy holds."""
+        if not isinstance(incoming.index, LanceVectorIndex) or self.resident.budget_bytes <= 0:
+            return True
+        if not self.resident.building(incoming.table):
+            return True
+        return time.monotonic() - incoming.opened_at >= self.settings.switch_warm_up_seconds
+
+    def _switch_if_warm(self) -> ServedVersion | None:
+        with self._lock:
+            incoming = self._incoming
+            if incoming is None or not self._warm(incoming):
+                return None
+            self._served, self._incoming, self.problem = incoming, None, None
+        logger.info("now serving index version %s", incoming.table)
+        return incoming
 
     def _track(self, served: ServedVersion) -> None:
         if isinstance(served.index, LanceVectorIndex):
@@ -151,6 +172,9 @@ class IndexReader:
         return served
 
     def current(self) -> ServedVersion:
+        switched = self._switch_if_warm()
+        if switched is not None:
+            return switched
         with self._lock:
             served, due = self._served, self._checked_at + self.settings.alias_check_seconds
             if served is not None and time.monotonic() < due:
@@ -162,21 +186,27 @@ class IndexReader:
             logger.warning("could not read the index alias: %s", error)
             table = served.table if served else None
         if served is not None and table == served.table:
+            self._incoming = None  # promoted and rolled back before it was warm
             served.index.refresh()  # rows written since (incremental updates) become visible
             self._track(served)
             return served
         if table is None:
             raise IndexUnavailable(f"no index version is current at {self.uri}")
-        try:
-            fresh = ServedVersion(self._open(table), table, time.monotonic())
-        except (ManifestMismatch, IndexNotFound) as error:
-            self.problem = str(error)
-            logger.error("not switching to %s: %s", table, error)
-            if served is None:
-                raise IndexUnavailable(str(error)) from error
-            return served
-        with self._lock:
-            self._served, self.problem = fresh, None
-        self._track(fresh)
-        logger.info("now serving index version %s", table)
-        return fresh
+        incoming = self._incoming
+        if incoming is None or incoming.table != table:
+            try:
+                incoming = ServedVersion(self._open(table), table, time.monotonic())
+            except (ManifestMismatch, IndexNotFound) as error:
+                self.problem = str(error)
+                logger.error("not switching to %s: %s", table, error)
+                if served is None:
+                    raise IndexUnavailable(str(error)) from error
+                return served
+            self._track(incoming)
+            with self._lock:
+                self._incoming = incoming
+        if served is None:  # nothing to serve meanwhile
+            with self._lock:
+                self._served, self._incoming, self.problem = incoming, None, None
+            return incoming
+        return self._switch_if_warm() or served

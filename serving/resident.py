@@ -164,7 +164,9 @@ class ResidentIndex:
         self.budget_bytes = budget_bytes
         self.columns = list(columns)
         self._lock = threading.Lock()
-        self._wanted: tuple[str, int] | None = None
+        # The version each recently tracked table should be copied at; the last one tracked
+        # is the newest. Two tables at most: the one served and the one about to be.
+        self._wanted: dict[str, int] = {}
         self._building: tuple[str, int] | None = None
         self._resident: ResidentVectors | None = None
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resident-vectors")
@@ -176,7 +178,10 @@ class ResidentIndex:
             return
         key = (index.name, int(index.table.version))
         with self._lock:
-            self._wanted = key
+            self._wanted.pop(key[0], None)
+            self._wanted[key[0]] = key[1]
+            while len(self._wanted) > 2:
+                del self._wanted[next(iter(self._wanted))]
             resident = self._resident
             if (resident is not None and resident.key == key) or self._building == key:
                 return
@@ -185,9 +190,22 @@ class ResidentIndex:
             self._building = key
         self._builder.submit(self._build, index, key)
 
-    def current(self) -> ResidentVectors | None:
+    def copy_of(self, table: str) -> ResidentVectors | None:
+        """The copy of `table`, if it is built at the version last tracked for it."""
         resident = self._resident
-        return resident if resident is not None and resident.key == self._wanted else None
+        if resident is None or resident.key[0] != table:
+            return None
+        return resident if self._wanted.get(table) == resident.key[1] else None
+
+    def current(self) -> ResidentVectors | None:
+        """The copy of the table tracked last, if it is up to date."""
+        wanted = self._wanted
+        return self.copy_of(next(reversed(wanted))) if wanted else None
+
+    def building(self, table: str) -> bool:
+        """Whether a copy of `table` is being built now (false once built, refused or failed)."""
+        building = self._building
+        return building is not None and building[0] == table
 
     def wait_until_built(self, timeout: float) -> bool:
         """For benchmarks and tests: block until the copy matches the served version."""

@@ -103,6 +103,8 @@ class ServingSettings(BaseSettings):
     resident_vectors_mb: int = Field(default=256, ge=0)
     # How often the alias is re-read: a promotion is served within this many seconds.
     alias_check_seconds: float = Field(default=5.0, ge=0.0)
+    # A promoted version is served once its in-memory copy is built, or after this long.
+    switch_warm_up_seconds: float = Field(default=30.0, ge=0.0)
 
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8000, ge=1, le=65535)

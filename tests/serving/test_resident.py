@@ -2,15 +2,21 @@
 matches the version being served, and never wrong while it catches up."""
 
 import shutil
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from lorechat_pipeline.core.aliases import AliasStore
+from lorechat_pipeline.core.storage import LocalObjectStore
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from serving.index import IndexReader
 from serving.resident import ResidentIndex, ResidentVectors
+from serving.settings import ServingSettings
 from tests.serving.conftest import BuiltIndex, RunningServer, ServerFactory
 
 
@@ -161,3 +167,60 @@ def test_rows_written_to_the_served_version_are_found_at_once(
         wait_for_copy(server, chunks + 1)
         assert client.post("/v1/search", json=body).json()["hits"][0]["chunk_id"] == "lighthouse#1"
     pipeline.close()
+
+
+def promote_a_copy(reader: IndexReader) -> str:
+    """Promote a byte-for-byte copy of the served table as a new version; its name."""
+    served = reader.current().table
+    shutil.copytree(Path(reader.uri) / f"{served}.lance", Path(reader.uri) / f"{served}_next.lance")
+    AliasStore(LocalObjectStore(reader.uri)).promote(f"{served}_next", reason="test")
+    return f"{served}_next"
+
+
+@pytest.mark.parametrize("warm_up_bound", [30.0, 0.3])
+def test_a_promotion_is_served_once_its_copy_is_built(
+    built_index: BuiltIndex, embedder: Any, tmp_path: Path, warm_up_bound: float
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(built_index.home, home)
+    settings = ServingSettings(
+        home=home, alias_check_seconds=0, switch_warm_up_seconds=warm_up_bound
+    )
+    reader = IndexReader(settings, embedder, ["chunk_id", "collection"])
+    try:
+        old = reader.open_initial()
+        assert reader.resident.wait_until_built(60)
+        # Hold the next copy's build, as a large version's takes seconds.
+        release = threading.Event()
+        build = reader.resident._build
+
+        def held_build(*args: Any) -> None:
+            release.wait(60)
+            build(*args)
+
+        reader.resident._build = held_build  # type: ignore[method-assign,assignment]
+        new = promote_a_copy(reader)
+        promoted_at = time.monotonic()
+        if warm_up_bound < 1:
+            # Bounded: past the bound the new version is served, by LanceDB until its copy is.
+            while (served := reader.current()).table != new:
+                assert time.monotonic() - promoted_at < warm_up_bound + 10
+                time.sleep(0.02)
+            assert time.monotonic() - promoted_at >= warm_up_bound
+            assert reader.resident_copy(served) is None
+        else:
+            # Meanwhile the previous version answers, still from its in-memory copy.
+            time.sleep(0.5)
+            served = reader.current()
+            assert served.table == old.table
+            assert reader.resident_copy(served) is not None
+        release.set()
+        deadline = time.monotonic() + 60
+        while reader.resident_copy(served := reader.current()) is None or served.table != new:
+            assert time.monotonic() < deadline, "the promoted version never got its copy"
+            time.sleep(0.02)
+        copy = reader.resident_copy(served)
+        assert copy is not None
+        assert copy.size == served.index.count()
+    finally:
+        reader.close()

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,17 @@ def test_alias_switch_is_served_without_a_restart(
             summary = green.ingest()
             assert summary.promotion is not None
             assert summary.promotion.promoted
-            after = client.post("/v1/search", json={"query": "tea"}).json()
-            assert after["index_version"] == green.open_index().name != before
-            assert client.get("/readyz").json()["index_version"] == after["index_version"]
+            # The previous version answers until the new one's in-memory copy is built.
+            deadline = time.monotonic() + 30
+            answered_from = []
+            while not answered_from or answered_from[-1] == before:
+                assert time.monotonic() < deadline, "the promotion was never served"
+                found = client.post("/v1/search", json={"query": "tea"})
+                assert found.status_code == 200
+                answered_from.append(found.json()["index_version"])
+            assert set(answered_from) == {before, green.open_index().name}
+            assert client.get("/readyz").json()["index_version"] == answered_from[-1]
+            assert client.get("/v1/index").json()["resident_rows"] == green.open_index().count()
     finally:
         blue.close()
         green.close()
