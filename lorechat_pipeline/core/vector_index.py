@@ -184,27 +184,79 @@ class LanceVectorIndex:
     def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> WriteResult:
         """Make the index hold exactly `rows` for `document_ids` (none for ids absent in rows).
 
-        One merge-insert per batch of documents: readers see each document's old chunk set or
-        its new one, never both and never neither.
+        One merge-insert per DOCUMENTS_PER_COMMIT documents: readers see each document's old
+        chunk set or its new one, never both and never neither. The call is all-or-nothing: when
+        a commit fails, the table is restored to its version before the call (a new version with
+        that content), unless another writer committed in between; readers may briefly see the
+        commits that are undone.
         """
         if not document_ids:
             return WriteResult(0, 0)
         rows = rows.cast(self.table.schema)
         written = deleted = 0
         wanted = list(dict.fromkeys(document_ids))
-        for start in range(0, len(wanted), DOCUMENTS_PER_COMMIT):
-            batch_ids = wanted[start : start + DOCUMENTS_PER_COMMIT]
-            batch_rows = rows.filter(pa.compute.is_in(rows["document_id"], pa.array(batch_ids)))
-            result = (
-                self.table.merge_insert("chunk_id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(sql_in("document_id", batch_ids))
-                .execute(batch_rows)
-            )
-            written += int(result.num_inserted_rows) + int(result.num_updated_rows)
-            deleted += int(result.num_deleted_rows)
+        self.table.checkout_latest()
+        version_before = int(self.table.version)
+        committed: list[int] = []
+        try:
+            for start in range(0, len(wanted), DOCUMENTS_PER_COMMIT):
+                batch_ids = wanted[start : start + DOCUMENTS_PER_COMMIT]
+                batch_rows = rows.filter(pa.compute.is_in(rows["document_id"], pa.array(batch_ids)))
+                result = self._commit(batch_rows, batch_ids)
+                committed.append(int(result.version))
+                written += int(result.num_inserted_rows) + int(result.num_updated_rows)
+                deleted += int(result.num_deleted_rows)
+        except Exception:
+            if committed:
+                self._undo(version_before, committed)
+            raise
         return WriteResult(written, deleted)
+
+    def _commit(self, batch_rows: pa.Table, batch_ids: list[str]) -> Any:
+        return (
+            self.table.merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(sql_in("document_id", batch_ids))
+            .execute(batch_rows)
+        )
+
+    def _undo(self, version_before: int, committed: list[int]) -> None:
+        """Restore `version_before` when every version since is one of ours (`committed`);
+        restoring over another writer's commit would silently drop it."""
+        try:
+            self.table.checkout_latest()
+            since = sorted(
+                int(entry["version"])
+                for entry in self.table.list_versions()
+                if int(entry["version"]) > version_before
+            )
+            if since != sorted(committed):
+                logger.warning(
+                    "not rolling %s back to version %d: versions %s since include another "
+                    "writer's; this write's commits stay (each document whole, old or new) and "
+                    "the next run writes the rest",
+                    self.name,
+                    version_before,
+                    since,
+                )
+                return
+            self.table.restore(version_before)
+            logger.warning(
+                "rolled %s back to version %d after a failed write (it undid versions %s)",
+                self.name,
+                version_before,
+                since,
+            )
+        except Exception as error:  # the write's own error is the one to report
+            logger.warning(
+                "could not roll %s back to version %d (%s: %s); this write's commits stay "
+                "(each document whole, old or new) and the next run writes the rest",
+                self.name,
+                version_before,
+                type(error).__name__,
+                error,
+            )
 
     def search(self, vector: np.ndarray, k: int = 10, where: str | None = None) -> list[SearchHit]:
         query = self.table.search(vector.astype(np.float32), vector_column_name="vector")

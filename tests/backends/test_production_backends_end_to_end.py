@@ -280,7 +280,12 @@ def test_changes_deletions_and_namespace_promotion_on_upstash(world: World) -> N
     blue = world.pipeline()
     blue_namespace = blue.open_current_index().name
     tea, bikes = document_id("kb/tea.md"), document_id("kb/bikes.txt")
-    before = len(state.calls("delete"))
+    before = len(state.requests)
+    old_chunks = {
+        vector_id
+        for vector_id in state.namespaces[blue_namespace]
+        if vector_id.startswith((f"{tea}#", f"{bikes}#"))
+    }
 
     (world.source / "kb/tea.md").write_text(
         "# Tea\n\nOolong tea is steeped at ninety degrees, several short infusions.\n"
@@ -289,14 +294,26 @@ def test_changes_deletions_and_namespace_promotion_on_upstash(world: World) -> N
     summary = world.cli("ingest", "--json")
     assert summary["documents"]["changed"] == 1
     assert summary["documents"]["deleted"] == 1
-    # Each document's chunks went by prefix (the changed one before its new chunks came in).
-    prefixes = {
-        (path, body.get("prefix"))
-        for _, path, body in state.calls("delete")[before:]
-        if isinstance(body, dict)
+    # The stale chunks went by id, the changed document's only after its new chunks came in:
+    # it was never absent.
+    writes = [
+        (path.split("/")[1], body)
+        for _, path, body in state.requests[before:]
+        if path in (f"/upsert/{blue_namespace}", f"/delete/{blue_namespace}")
+    ]
+    tea_upserted_at = next(
+        number
+        for number, (operation, body) in enumerate(writes)
+        if operation == "upsert" and any(v["id"].startswith(f"{tea}#") for v in body)
+    )
+    deleted_at = {
+        vector_id: number
+        for number, (operation, body) in enumerate(writes)
+        if operation == "delete"
+        for vector_id in body["ids"]
     }
-    assert (f"/delete/{blue_namespace}", f"{tea}#") in prefixes
-    assert (f"/delete/{blue_namespace}", f"{bikes}#") in prefixes
+    assert set(deleted_at) == old_chunks  # every tea chunk's text changed
+    assert all(deleted_at[i] > tea_upserted_at for i in old_chunks if i.startswith(f"{tea}#"))
     records = state.namespaces[blue_namespace]
     assert not [vector_id for vector_id in records if vector_id.startswith(f"{bikes}#")]
     tea_texts = [r.data for vector_id, r in records.items() if vector_id.startswith(f"{tea}#")]

@@ -31,7 +31,7 @@ from tests.backends.conftest import (
 from tests.backends.upstash_contract_server import RunningServer, upstash_contract_server
 
 
-def test_a_changed_document_is_deleted_by_prefix_then_upserted(
+def test_a_changed_document_gets_its_new_chunks_then_loses_its_stale_ones(
     upstash: RunningServer, client: UpstashVectorClient
 ) -> None:
     index = UpstashVectorIndex.open_or_create(client, make_manifest())
@@ -46,11 +46,17 @@ def test_a_changed_document_is_deleted_by_prefix_then_upserted(
     upstash.state.requests.clear()
     changed = chunk_rows("docA", ["a0", "a1 edited"], unit_vectors(2, seed=3), content_fp="fp-2")
     result = index.replace_documents(table(changed), ["docA"])
-    assert (result.written, result.deleted) == (2, 3)
-    writes = [(path, body) for _, path, body in upstash.state.requests if "info" not in path]
-    assert writes[0] == (f"/delete/{index.name}", {"prefix": "docA#"})  # delete first
-    assert writes[1][0] == f"/upsert/{index.name}"
-    assert [v["id"] for v in writes[1][1]] == [r["chunk_id"] for r in changed]
+    # "a0" keeps its content-addressed id: overwritten in place, not deleted (as LanceDB counts).
+    assert (result.written, result.deleted) == (2, 2)
+    calls = [(path, body) for _, path, body in upstash.state.requests if "info" not in path]
+    assert [path for path, _ in calls] == [
+        f"/range/{index.name}",
+        f"/upsert/{index.name}",
+        f"/delete/{index.name}",
+    ]
+    assert calls[0][1]["prefix"] == "docA#"
+    assert [v["id"] for v in calls[1][1]] == [r["chunk_id"] for r in changed]
+    assert calls[2][1] == {"ids": [r["chunk_id"] for r in first[1:3]]}  # never absent
     stored = index.rows(f"document_id = {sql_string('docA')}", ["chunk_id", "text", "content_fp"])
     assert stored.to_pylist() == [
         {"chunk_id": r["chunk_id"], "text": r["text"], "content_fp": "fp-2"} for r in changed

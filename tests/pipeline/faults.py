@@ -1,4 +1,5 @@
-"""Fault injection for pipeline tests: an embedder and a LanceDB store whose k-th call fails.
+"""Fault injection for pipeline tests: an embedder whose k-th batch fails, a LanceDB table whose
+k-th commit fails.
 
 Everything else is real: the wrappers delegate to the configured embedder and to LanceDB. A
 `Fault` counts calls across every embedder or index the resources hand out during a test (a
@@ -13,12 +14,11 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-import pyarrow as pa
 
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
 from lorechat_pipeline.core.manifest import IndexManifest
-from lorechat_pipeline.core.vector_index import LanceVectorIndex, WriteResult
+from lorechat_pipeline.core.vector_index import LanceVectorIndex
 from lorechat_pipeline.definitions import build_definitions
 from lorechat_pipeline.resources.embedder import EmbedderResource
 from lorechat_pipeline.resources.vector_store import LanceDBVectorStore
@@ -102,16 +102,20 @@ class CrashingEmbedderResource(EmbedderResource):
         return self.inner.model_version()
 
 
-class FailingLanceVectorIndex(LanceVectorIndex):
-    """The real LanceDB table; a write (one merge-insert commit of a batch) fails as told,
-    before anything of it reaches the table, as a refused commit would."""
+class FailingLanceTable:
+    """The real LanceDB table; a commit (one merge-insert) fails as `fault` says, before
+    anything of it reaches the table, as a refused commit would. Everything else is the table's."""
 
-    fault: Fault
+    def __init__(self, table: Any, fault: Fault) -> None:
+        self.table = table
+        self.fault = fault
 
-    def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> WriteResult:
-        if document_ids:
-            self.fault.hit()
-        return super().replace_documents(rows, document_ids)
+    def merge_insert(self, on: str) -> Any:
+        self.fault.hit()
+        return self.table.merge_insert(on)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)
 
 
 class FailingLanceDBVectorStore(LanceDBVectorStore):
@@ -119,9 +123,8 @@ class FailingLanceDBVectorStore(LanceDBVectorStore):
 
     def open_for_write(self, manifest: IndexManifest) -> LanceVectorIndex:
         real = super().open_for_write(manifest)
-        index = FailingLanceVectorIndex(real.table, real.manifest, real.uri)
-        index.fault = FAULTS[self.fault]
-        return index
+        table = FailingLanceTable(real.table, FAULTS[self.fault])
+        return LanceVectorIndex(table, real.manifest, real.uri)
 
 
 def pipeline_with(settings: LorechatSettings, **resources: Any) -> Pipeline:

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -8,6 +9,7 @@ from lorechat_pipeline.core.ids import chunk_id, document_id
 from lorechat_pipeline.core.manifest import IndexManifest, ManifestMismatch
 from lorechat_pipeline.core.records import index_schema
 from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex, sql_in, sql_string
+from tests.pipeline.faults import FailingLanceTable, Fault, InjectedFault
 
 MANIFEST = IndexManifest(
     embedding_model="test/model",
@@ -142,3 +144,79 @@ def test_full_text_index_analysed_otherwise_is_rebuilt(tmp_path: Path) -> None:
     text_index = next(i for i in index.table.list_indices() if i.name == "text_idx")
     assert text_index.index_details["stem"]
     assert index.maintain(ann_index_min_rows=1_000_000) == []
+
+
+# -- a write that gives up --------------------------------------------------------------------
+
+BEFORE = {f"{name}.md": [f"{name} one", f"{name} two"] for name in "abcdef"}
+
+
+def every_row(index: LanceVectorIndex) -> list[dict[str, Any]]:
+    return sorted(index.table.to_arrow().to_pylist(), key=lambda row: row["chunk_id"])
+
+
+def indexed(tmp_path: Path) -> LanceVectorIndex:
+    index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
+    index.replace_documents(
+        pa.concat_tables([rows(name, texts) for name, texts in BEFORE.items()]),
+        [document_id(name) for name in BEFORE],
+    )
+    return index
+
+
+def changes() -> tuple[pa.Table, list[str]]:
+    """Four documents changed, one added, one removed: three commits of two documents."""
+    changed = {name: [f"{texts[0]}, edited", texts[1]] for name, texts in BEFORE.items()}
+    new = {name: changed[name] for name in ("a.md", "b.md", "c.md", "d.md")} | {"g.md": ["g"]}
+    table = pa.concat_tables([rows(name, texts) for name, texts in new.items()])
+    return table, [document_id(name) for name in [*new, "e.md"]]
+
+
+@pytest.mark.parametrize("failing_commit", [2, 3])
+def test_a_write_whose_later_commit_fails_leaves_the_table_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_commit: int
+) -> None:
+    index = indexed(tmp_path)
+    before = every_row(index)
+    monkeypatch.setattr("lorechat_pipeline.core.vector_index.DOCUMENTS_PER_COMMIT", 2)
+    fault = Fault("lancedb-commit", first=failing_commit, times=None)
+    failing = LanceVectorIndex(FailingLanceTable(index.table, fault), index.manifest, index.uri)
+
+    with pytest.raises(InjectedFault):
+        failing.replace_documents(*changes())
+
+    assert fault.calls == failing_commit  # the commits before it did go in, and were undone
+    assert every_row(index) == before
+    reopened = LanceVectorIndex.open(str(tmp_path), index.name)
+    assert every_row(reopened) == before  # what a new reader (the serving app) sees
+
+    result = index.replace_documents(*changes())  # the next run, the fault gone
+    assert (result.written, result.deleted) == (9, 6)
+
+
+def test_a_failed_write_is_not_rolled_back_over_another_writers_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = indexed(tmp_path)
+    monkeypatch.setattr("lorechat_pipeline.core.vector_index.DOCUMENTS_PER_COMMIT", 2)
+    other_writer = LanceVectorIndex.open(str(tmp_path), index.name)
+
+    class OtherWriterThenFault(Fault):
+        def hit(self) -> None:
+            if self.calls + 1 == self.first:
+                other_writer.replace_documents(rows("z.md", ["z"]), [document_id("z.md")])
+            super().hit()
+
+    fault = OtherWriterThenFault("lancedb-commit", first=2, times=None)
+    failing = LanceVectorIndex(FailingLanceTable(index.table, fault), index.manifest, index.uri)
+    table, _ = changes()
+    with pytest.raises(InjectedFault):
+        failing.replace_documents(*changes())
+
+    index.refresh()
+    documents = {row["document"]: row for row in every_row(index)}
+    assert "z.md" in documents  # the other writer's commit stays
+    first_commit = table.filter(pa.compute.is_in(table["document"], pa.array(["a.md", "b.md"])))
+    kept = {row["chunk_id"] for row in every_row(index)}
+    assert set(first_commit.column("chunk_id").to_pylist()) <= kept  # ours stays with it
+    assert "not rolling" in caplog.text

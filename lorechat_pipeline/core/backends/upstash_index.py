@@ -3,8 +3,8 @@
 Layout in one Upstash index (one REST URL):
 - one namespace per index version (`chunks_<model>_<digest>`, as LanceDB's table name, with an
   optional prefix per deployment); blue/green promotion points the alias at another namespace;
-- vector id = chunk id (`{document_id}#{ordinal}-{digest}`), so a document's chunks are deleted
-  with one prefix delete (`{document_id}#`) before its new chunks are upserted;
+- vector id = chunk id (`{document_id}#{ordinal}-{digest}`), so a document's chunks are listed
+  by the prefix `{document_id}#`; a write upserts the new chunks, then deletes the stale ones;
 - chunk text in `data`, every other chunk column in `metadata` (None values left out);
 - the reserved namespace `_lorechat` holds LoreChat's own records, each a vector with a fixed unit
   vector: `manifest/{namespace}` (the manifest JSON in `data`: the index carries its contract, as
@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +63,8 @@ DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 COLUMNS = [f.name for f in index_schema(1)]
 METADATA_COLUMNS = [name for name in COLUMNS if name not in ("text", "vector")]
 SPARSE_TOKEN = re.compile(r"\w+", re.UNICODE)
+# Never a content fingerprint: a document reported with it differs from every ledger entry.
+MIXED_VERSIONS = "(mixed versions)"
 
 
 class KeywordSearchUnavailable(UpstashError):
@@ -312,12 +314,15 @@ class UpstashVectorIndex:
         return pa.Table.from_pylist(rows, schema=schema)
 
     def document_versions(self, shard: str) -> dict[str, str]:
-        """document_id → content_fp of what the index holds for one shard."""
+        """document_id → content_fp of what the index holds for one shard; MIXED_VERSIONS for
+        a document whose chunks disagree (a write that failed half-way), so it is replaced."""
         versions: dict[str, str] = {}
         for vector in self._scan(from_sql(None)):
             metadata = vector.get("metadata") or {}
             if metadata.get("shard") == shard:
-                versions[str(metadata["document_id"])] = str(metadata["content_fp"])
+                document, content_fp = str(metadata["document_id"]), str(metadata["content_fp"])
+                if versions.setdefault(document, content_fp) != content_fp:
+                    versions[document] = MIXED_VERSIONS
         return versions
 
     # -- writing -------------------------------------------------------------------------------
@@ -371,13 +376,78 @@ class UpstashVectorIndex:
         if batch:
             yield batch
 
-    def _delete_prefix(self, prefix: str) -> int:
+    def _delete_ids(self, ids: Sequence[str]) -> int:
+        deleted = 0
+        for start in range(0, len(ids), MAX_VECTORS_PER_REQUEST):
+            try:
+                deleted += self.client.delete(
+                    self.namespace, ids=ids[start : start + MAX_VECTORS_PER_REQUEST]
+                )
+            except UpstashRequestError as error:
+                if not missing_namespace(error):
+                    raise
+        return deleted
+
+    def _stored_chunks(
+        self, document_ids: Sequence[str], new_ids: set[str]
+    ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """The ids stored under the documents' prefixes, and the whole records of those the
+        write will overwrite (so that an undo can put them back)."""
+        stored: list[str] = []
+        overwritten: dict[str, dict[str, Any]] = {}
         try:
-            return self.client.delete(self.namespace, prefix=prefix)
+            for doc in document_ids:
+                for vector in self.client.scan(
+                    self.namespace,
+                    prefix=f"{doc}#",
+                    include_metadata=True,
+                    include_data=True,
+                    include_vectors=True,
+                ):
+                    vector_id = str(vector["id"])
+                    stored.append(vector_id)
+                    if vector_id in new_ids:
+                        overwritten[vector_id] = self._restorable(vector)
         except UpstashRequestError as error:
-            if missing_namespace(error):
-                return 0
-            raise
+            if not missing_namespace(error):
+                raise
+        return stored, overwritten
+
+    def _restorable(self, stored: dict[str, Any]) -> dict[str, Any]:
+        record: dict[str, Any] = {"id": str(stored["id"]), "vector": stored["vector"]}
+        for name in ("metadata", "data"):
+            if stored.get(name) is not None:
+                record[name] = stored[name]
+        if self.is_hybrid:
+            record["sparseVector"] = sparse_terms(stored.get("data") or "")
+        return record
+
+    def _undo_upserts(
+        self, attempted: list[str], stored: set[str], overwritten: dict[str, dict[str, Any]]
+    ) -> None:
+        """Best effort after a failed upsert: drop the chunks the write added and put back the
+        ones it overwrote. What fails here is logged; the write's own error is the one raised."""
+        added = [vector_id for vector_id in attempted if vector_id not in stored]
+        restore = [overwritten[vector_id] for vector_id in attempted if vector_id in overwritten]
+        self._best_effort("delete the chunks it added", lambda: self._delete_ids(added))
+        self._best_effort("restore the chunks it overwrote", lambda: self._upsert_all(restore))
+
+    def _best_effort(self, what: str, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as error:  # the write's own error is the one to raise
+            # Client errors carry the URL and Upstash's message, never the token.
+            logger.warning(
+                "after a failed write to Upstash namespace %s, could not %s (%s: %s); the "
+                "next run replaces the documents concerned",
+                self.namespace,
+                what,
+                type(error).__name__,
+                error,
+            )
+
+    def _upsert_all(self, vectors: list[dict[str, Any]]) -> int:
+        return sum(self._upsert(batch) for batch in self._batches(vectors))
 
     def _upsert(self, batch: list[dict[str, Any]]) -> int:
         """One batch; a body the service finds too large (413) is halved until it fits."""
@@ -394,10 +464,18 @@ class UpstashVectorIndex:
     def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> UpstashWriteResult:
         """Make the index hold exactly `rows` for `document_ids` (none for ids absent in rows).
 
-        Per document: delete by the prefix `{document_id}#`, then upsert its chunks. Upstash has
-        no transactions, so a reader may briefly miss a changed document (never see old and new
-        chunks mixed); a crash in between leaves the document absent, which the next run's
-        document_versions sees and repairs. Chunks Upstash cannot hold are quarantined.
+        Upstash has no transactions. The call lists what the documents hold, upserts every new
+        chunk, then deletes the stale ones (ids under `{document_id}#` not in the new set; chunk
+        ids are content-addressed, so an unchanged chunk is overwritten in place):
+        - a document is never absent: until the stale delete, readers see its old and new
+          chunks together;
+        - an upsert that fails (after the client's retries) is undone as far as Upstash allows:
+          the chunks the call added are deleted and those it overwrote put back, then the error
+          is raised; what the undo cannot do is logged and left to the next run;
+        - a failed stale delete leaves the new chunks and some old ones; the document's chunks
+          then disagree on content_fp, so document_versions reports it as MIXED_VERSIONS and
+          the next run replaces it again.
+        Chunks Upstash cannot hold are quarantined.
         """
         wanted = list(dict.fromkeys(document_ids))
         if not wanted:
@@ -406,20 +484,9 @@ class UpstashVectorIndex:
         for row in rows.to_pylist():
             if row["document_id"] in by_document:
                 by_document[row["document_id"]].append(row)
-        written = deleted = 0
         quarantined: list[QuarantinedChunk] = []
-        pending_documents: list[str] = []
-        pending: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            nonlocal written, deleted
-            for doc in pending_documents:
-                deleted += self._delete_prefix(f"{doc}#")
-            for batch in self._batches(pending):
-                written += self._upsert(batch)
-            pending_documents.clear()
-            pending.clear()
-
+        # A document's new chunks share one request when they fit, so they arrive together.
+        requests: list[list[dict[str, Any]]] = [[]]
         for doc in wanted:
             vectors = []
             for row in by_document[doc]:
@@ -430,11 +497,24 @@ class UpstashVectorIndex:
                     logger.warning("quarantined chunk %s: %s", row["chunk_id"], reason)
                 else:
                     vectors.append(vector)
-            if pending and len(pending) + len(vectors) > self.max_vectors_per_request:
-                flush()
-            pending_documents.append(doc)
-            pending.extend(vectors)
-        flush()
+            if requests[-1] and len(requests[-1]) + len(vectors) > self.max_vectors_per_request:
+                requests.append([])
+            requests[-1].extend(vectors)
+        new_ids = {vector["id"] for request in requests for vector in request}
+        stored, overwritten = self._stored_chunks(wanted, new_ids)
+
+        attempted: list[str] = []
+        written = 0
+        try:
+            for request in requests:
+                for batch in self._batches(request):
+                    # Counted before the call: a failed or halved request may be partly applied.
+                    attempted.extend(vector["id"] for vector in batch)
+                    written += self._upsert(batch)
+        except Exception:
+            self._undo_upserts(attempted, set(stored), overwritten)
+            raise
+        deleted = self._delete_ids([vector_id for vector_id in stored if vector_id not in new_ids])
         return UpstashWriteResult(written, deleted, tuple(quarantined))
 
     def maintain(self, ann_index_min_rows: int) -> list[str]:
