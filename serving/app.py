@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -61,7 +60,7 @@ from serving.models import (
     UploadResponse,
 )
 from serving.observability import Metrics, request_id_var
-from serving.query_encoder import build_query_embedder, concurrent_encodes
+from serving.query_encoder import QueryBatcher, batched, build_query_embedder
 from serving.search import RESULT_COLUMNS, Hit, InvalidFilter, SearchMode, filter_sql, search
 from serving.settings import ApiKey, GeneratorKind, ServingSettings
 from serving.uploads import UploadRefused, presigned_upload, upload_client
@@ -88,9 +87,8 @@ class Services:
     generator: Generator
     metrics: Metrics
     admission: Admission
-    # Encodes at once: torch uses every core for one query (one at a time), a one-thread ONNX
-    # session one core (one per core).
-    encode_slots: threading.BoundedSemaphore
+    # Queries encoded together when they arrive together, on as many encoders as the cores take.
+    query_encoder: QueryBatcher
     _s3: Any = None
 
     def s3(self) -> Any:
@@ -295,7 +293,7 @@ def create_app(
             limiter=RateLimiter(settings.rate_limit_per_minute),
             generator=build_generator(settings),
             metrics=Metrics(),
-            encode_slots=threading.BoundedSemaphore(concurrent_encodes(model)),
+            query_encoder=batched(model),
             admission=Admission(
                 settings.max_searches_in_flight or (os.cpu_count() or 1),
                 settings.search_queue_seconds,
@@ -306,6 +304,7 @@ def create_app(
         logger.info("serving index version %s from %s", served.table, reader.uri)
         yield
         services.generator.close()
+        services.query_encoder.close()
         reader.close()
 
     app = FastAPI(
@@ -434,9 +433,7 @@ def create_app(
         served = found.reader.current()
 
         def encode() -> np.ndarray:
-            # Concurrent encodes beyond the cores only oversubscribe them.
-            with found.encode_slots:
-                return found.embedder.embed_query(query)
+            return found.query_encoder.embed_query(query)
 
         hits = search(
             served.index,

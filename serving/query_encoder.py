@@ -6,7 +6,13 @@ or in a cache under LORECHAT_HOME, and made there on first use when torch is ins
 
 import logging
 import os
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
+
+import numpy as np
 
 from lorechat_pipeline.core.bedrock_embedding import BedrockEmbedder
 from lorechat_pipeline.core.deployment import EmbedderKind
@@ -86,3 +92,81 @@ def export_into(folder: Path, settings: ServingSettings) -> None:
     logger.info("exporting the query encoder to %s (once)", folder)
     # Exported beside the destination and moved in whole: a concurrent start never reads half.
     export_atomically(folder, settings.embedding_model_path, settings.embedding_max_tokens)
+
+
+# Queries encoded in one run at most; beyond ~16 the run's fixed cost is already spread thin
+# and a larger batch only makes its queries wait longer.
+MAX_QUERIES_PER_RUN = 16
+
+
+class QueryBatcher(Embedder):
+    """Encodes the queries that arrive together in one run of the model.
+
+    One run of the ONNX encoder reads all of the model's weights whatever the batch, and for a
+    single short query that fixed cost is most of the run (on this CPU ~10 ms for one query,
+    ~4.9 ms each for eight together). `encoders` threads take queries from one queue: an idle
+    one takes a query at once (no wait added when there is no queue), a busy one takes every
+    query waiting when it comes back, up to MAX_QUERIES_PER_RUN. With one encoder per core
+    the cores are never oversubscribed by encoding.
+    """
+
+    def __init__(self, embedder: Embedder, encoders: int, max_batch: int = MAX_QUERIES_PER_RUN):
+        self.embedder = embedder
+        self.model_id = embedder.model_id
+        self.dimension = embedder.dimension
+        self.normalized = embedder.normalized
+        self.metric = embedder.metric
+        self.max_batch = max(1, max_batch)
+        self._waiting: queue.SimpleQueue[tuple[str, Future[np.ndarray]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._encoders = [
+            threading.Thread(target=self._encode_waiting, name=f"query-encoder-{n}", daemon=True)
+            for n in range(max(1, encoders))
+        ]
+        for encoder in self._encoders:
+            encoder.start()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        done: Future[np.ndarray] = Future()
+        self._waiting.put((text, done))
+        return done.result()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed_documents(texts)
+
+    def close(self) -> None:
+        for _ in self._encoders:
+            self._waiting.put(None)
+
+    def _encode_waiting(self) -> None:
+        while (first := self._waiting.get()) is not None:
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                vectors = self.embedder.embed_documents([text for text, _ in batch])
+            except BaseException as error:  # every caller of the batch learns why
+                for _, done in batch:
+                    done.set_exception(error)
+            else:
+                for (_, done), vector in zip(batch, vectors, strict=True):
+                    done.set_result(vector)
+            if stop:
+                return
+
+
+def batched(embedder: Embedder) -> QueryBatcher:
+    """The embedder behind a QueryBatcher sized for it: remote embedders (Bedrock) get one
+    query per call and many calls in flight; local ones one encoder per core they leave free."""
+    if isinstance(embedder, BedrockEmbedder):
+        return QueryBatcher(embedder, concurrent_encodes(embedder), max_batch=1)
+    return QueryBatcher(embedder, concurrent_encodes(embedder))

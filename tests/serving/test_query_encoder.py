@@ -3,14 +3,19 @@ exported once and reused, and an export of another model is refused."""
 
 import json
 import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, OnnxExportError
-from serving.query_encoder import build_query_embedder, export_folder
+from serving.query_encoder import QueryBatcher, build_query_embedder, export_folder
 from serving.settings import QueryEncoder, ServingSettings
 
 TEXTS = [
@@ -79,3 +84,60 @@ def test_without_torch_or_an_export_the_error_says_what_to_do(
     assert build_query_embedder(
         ServingSettings(home=tmp_path, query_encoder=QueryEncoder.TORCH)
     ).model_id == ("sentence-transformers/all-MiniLM-L6-v2")
+
+
+class CountingEmbedder(Embedder):
+    """Records the batches it is given; each encode waits until the test lets it go."""
+
+    model_id, dimension = "counting", 3
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.gate.wait(30)
+        if "fail" in texts:
+            raise ValueError("this batch cannot be encoded")
+        self.batches.append(list(texts))
+        return np.array([[len(text), 1.0, 0.0] for text in texts], dtype=np.float32)
+
+
+def test_queries_waiting_for_a_busy_encoder_are_encoded_in_one_run() -> None:
+    inner = CountingEmbedder()
+    batcher = QueryBatcher(inner, encoders=1, max_batch=4)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(batcher.embed_query, "a")
+            time.sleep(0.2)  # the encoder has taken "a" and is busy with it
+            rest = [pool.submit(batcher.embed_query, "b" * n) for n in range(2, 8)]
+            time.sleep(0.2)
+            inner.gate.set()
+            vectors = [first.result(30), *(future.result(30) for future in rest)]
+        # Each caller gets its own query's vector back, whichever batch it went in.
+        assert [int(vector[0]) for vector in vectors] == [1, 2, 3, 4, 5, 6, 7]
+        assert inner.batches[0] == ["a"]  # an idle encoder did not wait for company
+        assert [len(batch) for batch in inner.batches[1:]] == [4, 2]  # the waiting ones, together
+    finally:
+        batcher.close()
+
+
+def test_a_failed_batch_fails_each_of_its_queries_and_not_the_next() -> None:
+    inner = CountingEmbedder()
+    inner.gate.set()
+    batcher = QueryBatcher(inner, encoders=1)
+    try:
+        with pytest.raises(ValueError, match="cannot be encoded"):
+            batcher.embed_query("fail")
+        assert batcher.embed_query("next")[0] == 4
+    finally:
+        batcher.close()
+
+
+def test_batched_queries_give_the_vectors_they_give_alone(query_encoder_dir: Path) -> None:
+    onnx = OnnxEmbedder(query_encoder_dir)
+    queries = ["boiler pressure", "how do I bleed a radiator before winter", "tea", "solar"]
+    alone = np.stack([onnx.embed_query(query) for query in queries])
+    together = onnx.embed_documents(queries)  # one run, padded to the longest
+    cosine = np.sum(alone * together, axis=1)
+    assert cosine.min() >= 0.99999
