@@ -7,6 +7,7 @@ index translates them (core/backends/upstash_filters.py).
 """
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -39,6 +40,12 @@ class VectorIndex(Protocol):
     def document_versions(self, shard: str) -> dict[str, str]: ...
 
     def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> WriteResult: ...
+
+    def all_or_nothing(self) -> AbstractContextManager[None]:
+        """Several replace_documents calls as one write: when anything in the block raises, the
+        index is put back as it was before the block (as far as the backend allows). A call
+        outside any block is a block of its own."""
+        ...
 
     def search(
         self, vector: np.ndarray, k: int = 10, where: str | None = None

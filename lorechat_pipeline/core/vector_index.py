@@ -3,9 +3,10 @@
 No dagster or unstructured import here: the serving container reads the index with this module.
 """
 
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import lancedb
@@ -84,11 +85,21 @@ class WriteResult:
     deleted: int
 
 
+@dataclass
+class _LanceWrite:
+    """An all-or-nothing write in progress: the table's version before it, and the versions
+    its own commits made."""
+
+    version_before: int
+    committed: list[int] = field(default_factory=list)
+
+
 class LanceVectorIndex:
     def __init__(self, table: Any, manifest: IndexManifest, uri: str) -> None:
         self.table = table
         self.manifest = manifest
         self.uri = uri
+        self._write: _LanceWrite | None = None
 
     @property
     def name(self) -> str:
@@ -185,32 +196,50 @@ class LanceVectorIndex:
         """Make the index hold exactly `rows` for `document_ids` (none for ids absent in rows).
 
         One merge-insert per DOCUMENTS_PER_COMMIT documents: readers see each document's old
-        chunk set or its new one, never both and never neither. The call is all-or-nothing: when
-        a commit fails, the table is restored to its version before the call (a new version with
-        that content), unless another writer committed in between; readers may briefly see the
-        commits that are undone.
+        chunk set or its new one, never both and never neither. The call is all-or-nothing, or
+        part of the enclosing all_or_nothing() block.
         """
         if not document_ids:
             return WriteResult(0, 0)
         rows = rows.cast(self.table.schema)
         written = deleted = 0
         wanted = list(dict.fromkeys(document_ids))
-        self.table.checkout_latest()
-        version_before = int(self.table.version)
-        committed: list[int] = []
-        try:
+        with self._all_or_nothing() as write:
             for start in range(0, len(wanted), DOCUMENTS_PER_COMMIT):
                 batch_ids = wanted[start : start + DOCUMENTS_PER_COMMIT]
                 batch_rows = rows.filter(pa.compute.is_in(rows["document_id"], pa.array(batch_ids)))
                 result = self._commit(batch_rows, batch_ids)
-                committed.append(int(result.version))
+                write.committed.append(int(result.version))
                 written += int(result.num_inserted_rows) + int(result.num_updated_rows)
                 deleted += int(result.num_deleted_rows)
-        except Exception:
-            if committed:
-                self._undo(version_before, committed)
-            raise
         return WriteResult(written, deleted)
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Every replace_documents call in the block commits as it goes; when anything in the
+        block raises (a call, or the caller's code between calls), the table is restored to its
+        version before the block (a new version with that content), unless another writer
+        committed in between: restoring would drop their commit, so the block's commits stay
+        (each document whole, old or new), which is logged. Readers may briefly see the
+        commits that are undone. A block inside a block is part of the outer one."""
+        with self._all_or_nothing():
+            yield
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self) -> Iterator[_LanceWrite]:
+        if self._write is not None:
+            yield self._write
+            return
+        self.table.checkout_latest()
+        self._write = write = _LanceWrite(int(self.table.version))
+        try:
+            yield write
+        except BaseException:  # an interrupted run gives up too
+            if write.committed:
+                self._undo(write.version_before, write.committed)
+            raise
+        finally:
+            self._write = None
 
     def _commit(self, batch_rows: pa.Table, batch_ids: list[str]) -> Any:
         return (
@@ -222,7 +251,7 @@ class LanceVectorIndex:
         )
 
     def _undo(self, version_before: int, committed: list[int]) -> None:
-        """Restore `version_before` when every version since is one of ours (`committed`);
+        """Restore `version_before` when every version since is the block's own (`committed`);
         restoring over another writer's commit would silently drop it."""
         try:
             self.table.checkout_latest()

@@ -4,6 +4,7 @@ what cannot be undone is reported so that the next run replaces it."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,13 @@ from lorechat_pipeline.core.backends.upstash_index import (
     SYSTEM_NAMESPACE,
     UpstashVectorIndex,
 )
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.stages.indexing import ArtifactMissing, index_shard
+from lorechat_pipeline.core.storage import LocalObjectStore
 from tests.backends.conftest import TOKEN, chunk_rows, make_manifest, table, unit_vectors
 from tests.backends.upstash_contract_server import ApiError, RunningServer
+from tests.pipeline.conftest import store_artifacts
+from tests.pipeline.faults import InjectedFault, give_up, in_one_block, writing
 
 ATTEMPTS = 5  # the client fixture's backoff: one request is sent this many times
 
@@ -166,5 +172,117 @@ def test_a_write_that_succeeds_counts_what_it_wrote_and_removed(
 ) -> None:
     result = index.replace_documents(table(AFTER), DOCUMENTS)
     assert (result.written, result.deleted) == (6, 6)  # "a0" overwritten in place
+    assert set(stored(upstash, index)) == ids_of(AFTER)
+    assert index.document_versions("shard-000") == CLEAN_VERSIONS
+
+
+# -- several writes as one (all_or_nothing) ---------------------------------------------------
+
+
+def rows_of(*documents: str) -> list[dict[str, Any]]:
+    return [row for row in AFTER if row["document_id"] in documents]
+
+
+# AFTER in three writes of one request each: docA; docB with docC's removal; docD.
+THREE_WRITES = [
+    (table(rows_of("docA")), ["docA"]),
+    (table(rows_of("docB")), ["docB", "docC"]),
+    (table(rows_of("docD")), ["docD"]),
+]
+
+
+def record_deletes(upstash: RunningServer, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The chunk ids every delete by id asks for, from now on."""
+    asked: set[str] = set()
+    serve = upstash.state.delete
+
+    def delete(namespace: str, body: Any) -> Any:
+        if namespace != SYSTEM_NAMESPACE:
+            asked.update(body if isinstance(body, list) else body.get("ids") or ())
+        return serve(namespace, body)
+
+    monkeypatch.setattr(upstash.state, "delete", delete)
+    return asked
+
+
+def test_a_block_whose_third_write_gives_up_is_undone_without_deleting_a_chunk_it_found(
+    upstash: RunningServer, index: UpstashVectorIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The third write's request fails every attempt, then the service answers again: the
+    undo deletes what the first two writes added and puts back the "a0" the first overwrote.
+    Stale chunks go only when the block ends, so none of what was there was ever deleted."""
+    before = stored(upstash, index)
+    fail(upstash, monkeypatch, "upsert", Outage(first=3, last=2 + ATTEMPTS))
+    deleted = record_deletes(upstash, monkeypatch)
+
+    with pytest.raises(UpstashUnavailable):
+        in_one_block(index, *(writing(index, write) for write in THREE_WRITES))
+
+    assert stored(upstash, index) == before  # ids, vectors, metadata and text
+    assert deleted == ids_of(AFTER) - ids_of(BEFORE)  # only what the block added
+
+
+def test_a_failure_between_the_writes_of_a_block_undoes_them(
+    upstash: RunningServer, index: UpstashVectorIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = stored(upstash, index)
+    deleted = record_deletes(upstash, monkeypatch)
+    first, second, _ = THREE_WRITES
+
+    with pytest.raises(InjectedFault):
+        in_one_block(index, writing(index, first), writing(index, second), give_up)
+
+    assert stored(upstash, index) == before
+    assert not deleted & ids_of(BEFORE)
+
+
+def test_a_block_deletes_the_stale_chunks_when_it_ends(
+    upstash: RunningServer, index: UpstashVectorIndex
+) -> None:
+    results = []
+    with index.all_or_nothing():
+        for write in THREE_WRITES:
+            results.append(index.replace_documents(*write))
+        # Every document present, old and new chunks together until the block ends.
+        assert set(stored(upstash, index)) == ids_of(BEFORE) | ids_of(AFTER)
+
+    assert set(stored(upstash, index)) == ids_of(AFTER)
+    assert index.document_versions("shard-000") == CLEAN_VERSIONS
+    assert sum(result.deleted for result in results) == len(ids_of(BEFORE) - ids_of(AFTER))
+
+
+@pytest.mark.parametrize("failure", ["upsert", "missing artifact"])
+def test_a_shard_whose_second_write_fails_leaves_the_index_unchanged(
+    tmp_path: Path,
+    upstash: RunningServer,
+    index: UpstashVectorIndex,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    """The indexing stage writes the shard's changes two documents at a time (docA and docB
+    with docC's removal, then docD); the second write fails, its upsert or the stage reading
+    its rows: the first is undone too. Once the fault is gone, the next run converges."""
+    before = stored(upstash, index)
+    processed = LocalObjectStore(tmp_path / "processed")
+    layout = ProcessedLayout(chunker_version="chunker-1", embedder_version="emb-1")
+    ledger = store_artifacts(processed, layout, table(AFTER))
+    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 2)
+    if failure == "upsert":
+        fail(upstash, monkeypatch, "upsert", Outage(first=3, last=2 + ATTEMPTS))
+    else:
+        missing = layout.embeddings("shard-000", "docD", "fp-1")
+        saved = processed.read(missing)
+        processed.delete([missing])
+
+    def run() -> None:
+        index_shard(processed, index, "shard-000", embedding_ledger=ledger, layout=layout)
+
+    with pytest.raises(UpstashUnavailable if failure == "upsert" else ArtifactMissing):
+        run()
+    assert stored(upstash, index) == before
+
+    if failure == "missing artifact":
+        processed.write(missing, saved)
+    run()
     assert set(stored(upstash, index)) == ids_of(AFTER)
     assert index.document_versions("shard-000") == CLEAN_VERSIONS

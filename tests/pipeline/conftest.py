@@ -4,8 +4,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.ledger import CHUNKED, LedgerEntry
+from lorechat_pipeline.core.records import CHUNK_SCHEMA, embedding_schema
+from lorechat_pipeline.core.storage import ObjectStore
+from lorechat_pipeline.core.tables import write_table
 from lorechat_pipeline.runner import Pipeline
 from lorechat_pipeline.settings import load_settings
 
@@ -38,6 +44,27 @@ def write(folder: Path, relative: str, content: str | bytes) -> Path:
     else:
         path.write_bytes(content)
     return path
+
+
+def store_artifacts(
+    processed: ObjectStore, layout: ProcessedLayout, rows: pa.Table
+) -> dict[str, LedgerEntry]:
+    """The chunk and embedding artifacts of index rows as the earlier stages store them, and
+    the embedding ledger that names them (document_id → entry)."""
+    ledger = {}
+    dimension = rows.schema.field("vector").type.list_size
+    for doc_id in dict.fromkeys(rows.column("document_id").to_pylist()):
+        document = rows.filter(pa.compute.equal(rows["document_id"], doc_id))
+        first = document.slice(0, 1).to_pylist()[0]
+        shard, content_fp = first["shard"], first["content_fp"]
+        chunks = document.select(CHUNK_SCHEMA.names).cast(CHUNK_SCHEMA)
+        vectors = document.select(["chunk_id", "vector"]).cast(embedding_schema(dimension))
+        write_table(processed, layout.chunks(shard, doc_id, content_fp), chunks)
+        write_table(processed, layout.embeddings(shard, doc_id, content_fp), vectors)
+        ledger[doc_id] = LedgerEntry(
+            doc_id, first["document"], content_fp, CHUNKED, chunk_count=document.num_rows
+        )
+    return ledger
 
 
 def sha256(path: Path) -> str:

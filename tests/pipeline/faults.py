@@ -7,16 +7,18 @@ run asks for its embedder in several stages, and a retried step asks again), so 
 batch fails" means the k-th batch of the whole test, whichever step or retry sends it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
+from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
 from lorechat_pipeline.definitions import build_definitions
@@ -125,6 +127,22 @@ class FailingLanceDBVectorStore(LanceDBVectorStore):
         real = super().open_for_write(manifest)
         table = FailingLanceTable(real.table, FAULTS[self.fault])
         return LanceVectorIndex(table, real.manifest, real.uri)
+
+
+def in_one_block(index: VectorIndex, *steps: Callable[[], object]) -> None:
+    """The steps (writes, or the caller's own code between them) in one all_or_nothing block."""
+    with index.all_or_nothing():
+        for step in steps:
+            step()
+
+
+def writing(index: VectorIndex, write: tuple[pa.Table, Sequence[str]]) -> Callable[[], object]:
+    return lambda: index.replace_documents(*write)
+
+
+def give_up() -> None:
+    """The caller's own code failing inside a block (an artifact missing, say)."""
+    raise InjectedFault("the caller gives up between two writes")
 
 
 def pipeline_with(settings: LorechatSettings, **resources: Any) -> Pipeline:

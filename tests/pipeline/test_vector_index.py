@@ -6,10 +6,21 @@ import pyarrow as pa
 import pytest
 
 from lorechat_pipeline.core.ids import chunk_id, document_id
+from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.manifest import IndexManifest, ManifestMismatch
 from lorechat_pipeline.core.records import index_schema
+from lorechat_pipeline.core.stages.indexing import ArtifactMissing, index_shard
+from lorechat_pipeline.core.storage import LocalObjectStore
 from lorechat_pipeline.core.vector_index import IndexNotFound, LanceVectorIndex, sql_in, sql_string
-from tests.pipeline.faults import FailingLanceTable, Fault, InjectedFault
+from tests.pipeline.conftest import store_artifacts
+from tests.pipeline.faults import (
+    FailingLanceTable,
+    Fault,
+    InjectedFault,
+    give_up,
+    in_one_block,
+    writing,
+)
 
 MANIFEST = IndexManifest(
     embedding_model="test/model",
@@ -220,3 +231,110 @@ def test_a_failed_write_is_not_rolled_back_over_another_writers_commit(
     kept = {row["chunk_id"] for row in every_row(index)}
     assert set(first_commit.column("chunk_id").to_pylist()) <= kept  # ours stays with it
     assert "not rolling" in caplog.text
+
+
+# -- several writes as one (all_or_nothing) ---------------------------------------------------
+
+
+def three_writes() -> list[tuple[pa.Table, list[str]]]:
+    """changes() as three replace_documents calls of two documents each."""
+    table, ids = changes()
+    return [
+        (
+            table.filter(pa.compute.is_in(table["document_id"], pa.array(ids[i : i + 2]))),
+            ids[i : i + 2],
+        )
+        for i in range(0, len(ids), 2)
+    ]
+
+
+def chunk_ids(table: pa.Table) -> set[str]:
+    return set(table.column("chunk_id").to_pylist())
+
+
+@pytest.mark.parametrize("failing_commit", [5, 6])
+def test_a_block_whose_third_write_fails_leaves_the_table_as_before_the_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_commit: int
+) -> None:
+    """Two commits per write: the third write fails at its first commit or at its second."""
+    index = indexed(tmp_path)
+    before = every_row(index)
+    monkeypatch.setattr("lorechat_pipeline.core.vector_index.DOCUMENTS_PER_COMMIT", 1)
+    fault = Fault("lancedb-commit", first=failing_commit, times=None)
+    failing = LanceVectorIndex(FailingLanceTable(index.table, fault), index.manifest, index.uri)
+
+    with pytest.raises(InjectedFault):
+        in_one_block(failing, *(writing(failing, write) for write in three_writes()))
+
+    assert fault.calls == failing_commit  # the commits before it did go in, and were undone
+    assert every_row(index) == before
+    assert every_row(LanceVectorIndex.open(str(tmp_path), index.name)) == before
+
+
+def test_a_failure_between_the_writes_of_a_block_undoes_them(tmp_path: Path) -> None:
+    index = indexed(tmp_path)
+    before = every_row(index)
+    first, second, _ = three_writes()
+
+    with pytest.raises(InjectedFault):
+        in_one_block(index, writing(index, first), writing(index, second), give_up)
+
+    assert every_row(index) == before
+
+
+def test_a_block_that_succeeds_equals_one_write(tmp_path: Path) -> None:
+    in_one, in_three = indexed(tmp_path / "one"), indexed(tmp_path / "three")
+    in_one.replace_documents(*changes())
+    in_one_block(in_three, *(writing(in_three, write) for write in three_writes()))
+    assert every_row(in_three) == every_row(in_one)
+
+
+def test_a_failed_block_is_not_rolled_back_over_another_writers_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    index = indexed(tmp_path)
+    other_writer = LanceVectorIndex.open(str(tmp_path), index.name)
+    first, second, _ = three_writes()
+
+    with pytest.raises(InjectedFault):
+        in_one_block(
+            index,
+            writing(index, first),
+            writing(other_writer, (rows("z.md", ["z"]), [document_id("z.md")])),
+            writing(index, second),
+            give_up,
+        )
+
+    index.refresh()
+    kept = {row["chunk_id"] for row in every_row(index)}
+    assert chunk_ids(rows("z.md", ["z"])) <= kept  # the other writer's commit stays
+    assert chunk_ids(first[0]) | chunk_ids(second[0]) <= kept  # the block's stay with it
+    assert "not rolling" in caplog.text
+
+
+@pytest.mark.parametrize("failure", ["commit", "missing artifact"])
+def test_a_shard_whose_second_write_fails_leaves_the_index_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """The indexing stage writes a shard's changes two documents at a time; the second write
+    fails (its commit, or the stage reading its rows): the first is undone too."""
+    index = indexed(tmp_path / "index")
+    before = every_row(index)
+    processed = LocalObjectStore(tmp_path / "processed")
+    layout = ProcessedLayout(chunker_version="c1", embedder_version="emb-1")
+    # The corpus now: changes() (e.md removed), f.md unchanged.
+    ledger = store_artifacts(processed, layout, changes()[0])
+    ledger |= store_artifacts(processed, layout, rows("f.md", BEFORE["f.md"]))
+    monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 2)
+    fault = Fault("lancedb-commit", first=2 if failure == "commit" else 10**9, times=None)
+    failing = LanceVectorIndex(FailingLanceTable(index.table, fault), index.manifest, index.uri)
+    if failure == "missing artifact":
+        replaced = sorted(set(ledger) - {document_id("f.md")})
+        entry = ledger[replaced[2]]  # the second write's first document
+        processed.delete([layout.embeddings("shard-000", entry.document_id, entry.content_fp)])
+
+    with pytest.raises(InjectedFault if failure == "commit" else ArtifactMissing):
+        index_shard(processed, failing, "shard-000", embedding_ledger=ledger, layout=layout)
+
+    assert fault.calls == (2 if failure == "commit" else 1)  # the first write went in
+    assert every_row(index) == before

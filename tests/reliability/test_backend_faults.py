@@ -151,23 +151,9 @@ def test_embedding_failure_mid_batch_is_retried_or_leaves_the_index_unchanged(
 
 @pytest.fixture
 def commits_of_eight(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several writes per shard (500 documents each by default), so that one fails mid-shard."""
+    """Several writes per shard (500 documents each by default; one all_or_nothing block), so
+    that one fails mid-shard."""
     monkeypatch.setattr("lorechat_pipeline.core.stages.indexing.DOCUMENTS_PER_COMMIT", 8)
-
-
-@pytest.fixture
-def one_write_of_several_commits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shard's changes in one write (one replace_documents call, as any shard of fewer
-    than 500 changed documents), committed eight documents at a time."""
-    monkeypatch.setattr("lorechat_pipeline.core.vector_index.DOCUMENTS_PER_COMMIT", 8)
-
-
-@pytest.fixture
-def one_write_of_several_requests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shard's changes in one write, sent to Upstash 100 vectors a request."""
-    monkeypatch.setattr(
-        "lorechat_pipeline.core.backends.upstash_index.MAX_VECTORS_PER_REQUEST", 100
-    )
 
 
 @pytest.mark.usefixtures("commits_of_eight")
@@ -186,13 +172,13 @@ def test_lancedb_write_failure_mid_shard_is_retried(tmp_path: Path, clean: Clean
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_write_of_several_commits")
+@pytest.mark.usefixtures("commits_of_eight")
 def test_lancedb_persistent_write_failure_mid_shard_then_a_rerun_converges(
     tmp_path: Path, clean: CleanIndexes
 ) -> None:
-    """The second commit of the shard's write and every later one fail. The write undoes the
-    commit before it (restores the table's version before the write), so each attempt leaves
-    the index exactly as it was, and the alias does not move."""
+    """The shard's second write (commit) and every later one fail. The shard's writes are one
+    block, which undoes the first (restores the table's version before the block), so each
+    attempt leaves the index exactly as it was, and the alias does not move."""
     source = tmp_path / "source"
     write_v1(source)
     first = open_pipeline(source, tmp_path / "home")
@@ -260,15 +246,16 @@ def test_upstash_errors_mid_upsert_are_retried(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("one_write_of_several_requests")
+@pytest.mark.usefixtures("commits_of_eight")
 def test_upstash_persistent_errors_mid_upsert_then_a_rerun_converges(
     tmp_path: Path, clean: CleanIndexes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Upstash has no transactions: a write upserts the new chunks, then deletes the stale
-    ones. When the second upsert request of the shard's write keeps failing, the run gives up
-    after the client's and the step's retries; each attempt deletes the chunks its first
-    request added (none overwrote a chunk: every chunk's text changed), so the index is
-    exactly as before the run, with no document absent."""
+    """Upstash has no transactions: the shard's writes (one block) upsert the new chunks, and
+    the stale ones are deleted when the block ends. When the upsert of the shard's second
+    write keeps failing, the run gives up after the client's and the step's retries; each
+    attempt deletes the chunks its first write added (none overwrote a chunk: every chunk's
+    text changed) and has deleted nothing, so the index is exactly as before the run, with
+    no document absent."""
     source = tmp_path / "source"
     write_v1(source)
     fault = Fault("upstash-persistent", first=10**9)

@@ -4,7 +4,8 @@ Layout in one Upstash index (one REST URL):
 - one namespace per index version (`chunks_<model>_<digest>`, as LanceDB's table name, with an
   optional prefix per deployment); blue/green promotion points the alias at another namespace;
 - vector id = chunk id (`{document_id}#{ordinal}-{digest}`), so a document's chunks are listed
-  by the prefix `{document_id}#`; a write upserts the new chunks, then deletes the stale ones;
+  by the prefix `{document_id}#`; a write upserts the new chunks, then deletes the stale ones
+  (at the end of its all_or_nothing block);
 - chunk text in `data`, every other chunk column in `metadata` (None values left out);
 - the reserved namespace `_lorechat` holds LoreChat's own records, each a vector with a fixed unit
   vector: `manifest/{namespace}` (the manifest JSON in `data`: the index carries its contract, as
@@ -16,16 +17,18 @@ No dagster or unstructured import: the serving container reads the index with th
 """
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
 import re
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -83,6 +86,33 @@ class UpstashWriteResult(WriteResult):
     """WriteResult plus the chunks Upstash cannot hold (sent nowhere, reported here)."""
 
     quarantined: tuple[QuarantinedChunk, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class _UpstashWrite:
+    """An all-or-nothing write in progress. Only ids stay in memory: the records of the chunks
+    it overwrote are put aside in a temporary file, so that a block of many calls holds one
+    call's rows at a time."""
+
+    # One JSON record a line: the chunks the block overwrote, as they were before it.
+    put_aside_file: IO[str]
+    put_aside_ids: set[str] = field(default_factory=set)
+    # Chunks the block upserted that were not there before it: an undo deletes them.
+    added: set[str] = field(default_factory=set)
+    # Chunks the block's documents no longer have, deleted when the block ends (an ordered set).
+    stale: dict[str, None] = field(default_factory=dict)
+
+    def put_aside(self, record: dict[str, Any]) -> None:
+        """Keep a chunk's record from before the block (at its first overwrite only)."""
+        if record["id"] in self.put_aside_ids or record["id"] in self.added:
+            return
+        self.put_aside_file.write(json.dumps(record) + "\n")
+        self.put_aside_ids.add(record["id"])
+
+    def put_aside_records(self) -> Iterator[dict[str, Any]]:
+        self.put_aside_file.seek(0)
+        for line in self.put_aside_file:
+            yield json.loads(line)
 
 
 def missing_namespace(error: UpstashRequestError) -> bool:
@@ -153,6 +183,7 @@ class UpstashVectorIndex:
         self.max_request_bytes = max_request_bytes
         self.max_vectors_per_request = min(max_vectors_per_request, MAX_VECTORS_PER_REQUEST)
         self.schema = index_schema(manifest.embedding_dimension)
+        self._write: _UpstashWrite | None = None
 
     def __repr__(self) -> str:
         return f"UpstashVectorIndex(url={self.client.credentials.url!r}, namespace={self.name!r})"
@@ -360,7 +391,7 @@ class UpstashVectorIndex:
             payload["sparseVector"] = sparse_terms(text)
         return payload, None
 
-    def _batches(self, vectors: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    def _batches(self, vectors: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         batch: list[dict[str, Any]] = []
         size = 0
         for vector in vectors:
@@ -422,15 +453,16 @@ class UpstashVectorIndex:
             record["sparseVector"] = sparse_terms(stored.get("data") or "")
         return record
 
-    def _undo_upserts(
-        self, attempted: list[str], stored: set[str], overwritten: dict[str, dict[str, Any]]
-    ) -> None:
-        """Best effort after a failed upsert: drop the chunks the write added and put back the
-        ones it overwrote. What fails here is logged; the write's own error is the one raised."""
-        added = [vector_id for vector_id in attempted if vector_id not in stored]
-        restore = [overwritten[vector_id] for vector_id in attempted if vector_id in overwritten]
+    def _undo(self, write: _UpstashWrite) -> None:
+        """Best effort after a failed block: drop the chunks it added and put back the ones it
+        overwrote (it deleted none yet). What fails here is logged; the block's own error is
+        the one raised."""
+        added = sorted(write.added)
         self._best_effort("delete the chunks it added", lambda: self._delete_ids(added))
-        self._best_effort("restore the chunks it overwrote", lambda: self._upsert_all(restore))
+        self._best_effort(
+            "restore the chunks it overwrote",
+            lambda: self._upsert_all(write.put_aside_records()),
+        )
 
     def _best_effort(self, what: str, step: Callable[[], object]) -> None:
         try:
@@ -446,7 +478,7 @@ class UpstashVectorIndex:
                 error,
             )
 
-    def _upsert_all(self, vectors: list[dict[str, Any]]) -> int:
+    def _upsert_all(self, vectors: Iterable[dict[str, Any]]) -> int:
         return sum(self._upsert(batch) for batch in self._batches(vectors))
 
     def _upsert(self, batch: list[dict[str, Any]]) -> int:
@@ -464,18 +496,11 @@ class UpstashVectorIndex:
     def replace_documents(self, rows: pa.Table, document_ids: Sequence[str]) -> UpstashWriteResult:
         """Make the index hold exactly `rows` for `document_ids` (none for ids absent in rows).
 
-        Upstash has no transactions. The call lists what the documents hold, upserts every new
-        chunk, then deletes the stale ones (ids under `{document_id}#` not in the new set; chunk
-        ids are content-addressed, so an unchanged chunk is overwritten in place):
-        - a document is never absent: until the stale delete, readers see its old and new
-          chunks together;
-        - an upsert that fails (after the client's retries) is undone as far as Upstash allows:
-          the chunks the call added are deleted and those it overwrote put back, then the error
-          is raised; what the undo cannot do is logged and left to the next run;
-        - a failed stale delete leaves the new chunks and some old ones; the document's chunks
-          then disagree on content_fp, so document_versions reports it as MIXED_VERSIONS and
-          the next run replaces it again.
-        Chunks Upstash cannot hold are quarantined.
+        Upstash has no transactions. The call lists what the documents hold and upserts every
+        new chunk (chunk ids are content-addressed, so an unchanged chunk is overwritten in
+        place); the stale ones (ids under `{document_id}#` not in the new set) are deleted when
+        the call's all_or_nothing() block ends, a call outside a block being a block of its
+        own. `deleted` counts those stale chunks. Chunks Upstash cannot hold are quarantined.
         """
         wanted = list(dict.fromkeys(document_ids))
         if not wanted:
@@ -501,21 +526,59 @@ class UpstashVectorIndex:
                 requests.append([])
             requests[-1].extend(vectors)
         new_ids = {vector["id"] for request in requests for vector in request}
-        stored, overwritten = self._stored_chunks(wanted, new_ids)
 
-        attempted: list[str] = []
         written = 0
-        try:
+        with self._all_or_nothing() as write:
+            stored, overwritten = self._stored_chunks(wanted, new_ids)
+            already_stored = set(stored)
             for request in requests:
                 for batch in self._batches(request):
-                    # Counted before the call: a failed or halved request may be partly applied.
-                    attempted.extend(vector["id"] for vector in batch)
+                    # Noted before the call: a failed or halved request may be partly applied.
+                    for vector_id in (vector["id"] for vector in batch):
+                        if vector_id in overwritten:
+                            write.put_aside(overwritten[vector_id])
+                        elif vector_id not in already_stored:
+                            write.added.add(vector_id)
+                        write.stale.pop(vector_id, None)
                     written += self._upsert(batch)
-        except Exception:
-            self._undo_upserts(attempted, set(stored), overwritten)
-            raise
-        deleted = self._delete_ids([vector_id for vector_id in stored if vector_id not in new_ids])
-        return UpstashWriteResult(written, deleted, tuple(quarantined))
+            stale = [vector_id for vector_id in stored if vector_id not in new_ids]
+            write.stale.update(dict.fromkeys(stale))
+        return UpstashWriteResult(written, len(stale), tuple(quarantined))
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Group replace_documents calls into one write, as far as Upstash allows:
+        - each call upserts its new chunks as it goes; no chunk is deleted before the block
+          ends, so a document is never absent (readers see a changed document's old and new
+          chunks together until then);
+        - when anything in the block raises (a call, after the client's retries, or the
+          caller's code between calls), the block is undone best effort: the chunks it added
+          are deleted and those it overwrote put back; what the undo cannot do is logged, and
+          the document's chunks then disagree on content_fp, so document_versions reports it
+          as MIXED_VERSIONS and the next run replaces it;
+        - when the block ends, the stale chunks of its documents are deleted; a failure there
+          leaves the new chunks and some old ones (MIXED_VERSIONS again), not undone, since
+          an undo after deletes could leave a document absent.
+        A block inside a block is part of the outer one."""
+        with self._all_or_nothing():
+            yield
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self) -> Iterator[_UpstashWrite]:
+        if self._write is not None:
+            yield self._write
+            return
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as put_aside_file:
+            self._write = write = _UpstashWrite(put_aside_file)
+            try:
+                yield write
+            except BaseException:  # an interrupted run gives up too
+                self._undo(write)
+                raise
+            finally:
+                self._write = None
+        # Every upsert went in: only now may a chunk go.
+        self._delete_ids(list(write.stale))
 
     def maintain(self, ann_index_min_rows: int) -> list[str]:
         """Upstash indexes every upsert itself: nothing to build."""

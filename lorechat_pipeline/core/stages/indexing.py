@@ -69,27 +69,29 @@ def index_shard(
     )
     delete = sorted(doc_id for doc_id in current if doc_id not in embedding_ledger)
     schema = index_schema(index.manifest.embedding_dimension)
+    model = index.manifest.embedding_model
     # Deletions ride along with the first batch so a small change is a single commit.
     batches = [
         replace[i : i + DOCUMENTS_PER_COMMIT] for i in range(0, len(replace), DOCUMENTS_PER_COMMIT)
     ]
     if delete and not batches:
         batches = [[]]
-    for number, batch in enumerate(batches):
-        tables = [
-            index_rows(
-                processed, layout, shard, embedding_ledger[doc_id], index.manifest.embedding_model
-            )
-            for doc_id in batch
-        ]
-        rows = pa.concat_tables(tables) if tables else schema.empty_table()
-        targets = batch + (delete if number == 0 else [])
-        result = index.replace_documents(rows, targets)
-        report.rows_written += result.written
-        report.rows_deleted += result.deleted
-        report.quarantined += getattr(result, "quarantined", ())  # UpstashWriteResult's
-        if on_documents:
-            on_documents(len(batch))
+    # One batch's rows in memory at a time, yet a run that gives up (a failed write, a missing
+    # artifact) leaves the shard's index as it was.
+    with index.all_or_nothing():
+        for number, batch in enumerate(batches):
+            tables = [
+                index_rows(processed, layout, shard, embedding_ledger[doc_id], model)
+                for doc_id in batch
+            ]
+            rows = pa.concat_tables(tables) if tables else schema.empty_table()
+            targets = batch + (delete if number == 0 else [])
+            result = index.replace_documents(rows, targets)
+            report.rows_written += result.written
+            report.rows_deleted += result.deleted
+            report.quarantined += getattr(result, "quarantined", ())  # UpstashWriteResult's
+            if on_documents:
+                on_documents(len(batch))
     report.documents_replaced = len(replace)
     report.documents_deleted = len(delete)
     report.rows_expected = sum(e.chunk_count for e in embedding_ledger.values())
