@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +132,7 @@ async def search_client(
     queries: list[str],
     first: int,
     stop: threading.Event,
-    record: Callable[[int, str, float, bytes], float],
+    record: Callable[[int, str, float, bytes, float], float],
 ) -> None:
     """Searches back to back on one keep-alive connection (raw streams: 64 general-purpose
     clients would take more of the two cores than the server). Dense and hybrid alternate; a
@@ -156,12 +158,66 @@ async def search_client(
                 if b": " in line
             )
             answer = await reader.readexactly(int(headers["content-length"]))
-            wait = record(int(head[9:12]), headers.get("retry-after", "1"), started, answer)
+            server_ms = float(headers.get("server-timing", "app;dur=0").partition("dur=")[2])
+            wait = record(
+                int(head[9:12]), headers.get("retry-after", "1"), started, answer, server_ms
+            )
             if wait:
                 await asyncio.sleep(wait)
             number += 1
     finally:
         writer.close()
+
+
+def search_load(
+    url: str, queries: list[str], clients: int, start_at: float, seconds: float
+) -> dict[str, Any]:
+    """The search clients, run in a process of their own from `start_at` (epoch seconds) for
+    `seconds`: in the soak's process the chat and rate-limit clients' threads would hold the GIL
+    while an answer waited to be read, and the client's delay would count as the server's."""
+    time.sleep(max(0.0, start_at - time.time()))
+    statuses: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
+    served: list[float] = []
+    served_in_server: list[float] = []  # of the same answers, the time the server reports
+    stop = threading.Event()
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+
+    def record(
+        status: int, retry_after: str, started: float, answer: bytes, server_ms: float
+    ) -> float:
+        elapsed = time.perf_counter() - started
+        if status == 200:
+            # Only the version: parsing every answer whole would load the client's cores.
+            version = answer.partition(b'"index_version":"')[2].partition(b'"')[0].decode()
+            served.append(elapsed)
+            served_in_server.append(server_ms / 1000)
+            versions[version] += 1
+            statuses["200"] += 1
+            return 0.0
+        statuses[f"{status} {json.loads(answer)['error']['code']}"] += 1
+        # As a well-behaved client does: come back when told to.
+        return float(retry_after) if status == 429 else 0.0
+
+    host, port = url.removeprefix("http://").split(":")
+
+    async def run() -> None:
+        await asyncio.gather(
+            *(search_client(host, int(port), queries, n, stop, record) for n in range(clients))
+        )
+
+    try:
+        asyncio.run(run())
+    except Exception as error:  # a dropped connection is a failure the report must show
+        statuses[f"transport {type(error).__name__}"] += 1
+    timer.cancel()
+    return {
+        "statuses": statuses,
+        "versions": versions,
+        "served": served,
+        "served_in_server": served_in_server,
+    }
 
 
 def soak(
@@ -176,38 +232,10 @@ def soak(
 ) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     chats: Counter[str] = Counter()
-    served: list[float] = []
     versions: Counter[str] = Counter()
     memory: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
-
-    def record(status: int, retry_after: str, started: float, answer: bytes) -> float:
-        elapsed = time.perf_counter() - started
-        body = json.loads(answer)
-        with lock:
-            if status == 200:
-                served.append(elapsed)
-                versions[body["index_version"]] += 1
-                statuses["200"] += 1
-                return 0.0
-            statuses[f"{status} {body['error']['code']}"] += 1
-        # As a well-behaved client does: come back when told to.
-        return float(retry_after) if status == 429 else 0.0
-
-    def searches() -> None:
-        host, port = url.removeprefix("http://").split(":")
-
-        async def run() -> None:
-            await asyncio.gather(
-                *(search_client(host, int(port), queries, n, stop, record) for n in range(clients))
-            )
-
-        try:
-            asyncio.run(run())
-        except Exception as error:  # a dropped connection is a failure the report must show
-            with lock:
-                statuses[f"transport {type(error).__name__}"] += 1
 
     limited: Counter[str] = Counter()
     chat_errors: dict[str, str] = {}
@@ -269,7 +297,12 @@ def soak(
     except Exception:
         stop.set()
         raise
-    threads = [threading.Thread(target=searches), threading.Thread(target=abuser)]
+    spawn = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, mp_context=spawn)
+    start_at = time.time() + 15  # the client process starts and imports meanwhile
+    load = pool.submit(search_load, url, queries, clients, start_at, seconds)
+    time.sleep(max(0.0, start_at - time.time()))
+    threads = [threading.Thread(target=abuser)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -297,6 +330,11 @@ def soak(
         stop.set()
         for thread in threads:
             thread.join()
+    searched = load.result()
+    pool.shutdown()
+    statuses.update(searched["statuses"])
+    versions.update(searched["versions"])
+    served, served_in_server = searched["served"], searched["served_in_server"]
     unloaded_p = percentiles(unloaded)
     served_p = percentiles(served)
     # The first samples include warm-up (caches, the thread pool growing to the clients).
@@ -309,6 +347,7 @@ def soak(
         "requests_per_second": round(statuses["200"] / seconds, 1),
         "unloaded": unloaded_p,
         "answered": served_p,
+        "answered_time_in_server": percentiles(served_in_server),
         "p99_over_unloaded_p99": round(served_p["p99_ms"] / unloaded_p["p99_ms"], 2),
         "versions_answered_from": dict(versions),
         # A full bucket to start with, then the key's rate: no more may be answered.

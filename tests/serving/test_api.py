@@ -106,6 +106,10 @@ def test_bad_search_requests_get_a_4xx_with_a_message(
             assert fragment in error["message"]
             assert error["request_id"] == response.headers["x-request-id"]
         else:
+            # The server's own time, for clients to tell it from the network's.
+            spent = response.headers["server-timing"]
+            assert spent.startswith("app;dur=")
+            assert 0 < float(spent.removeprefix("app;dur=")) < 60_000
             assert response.json()["hits"] == []  # the literal matched nothing; no injection
 
 
