@@ -480,13 +480,16 @@ def create_app(
         )
 
     @app.post("/v1/search", tags=["search"], response_model=SearchResponse)
-    def search_endpoint(body: SearchRequest, key: Caller, request: Request) -> SearchResponse:
+    def search_endpoint(body: SearchRequest, key: Caller, request: Request) -> Response:
         found = services(request)
         check_query(found.settings, body.query, body.k)
         collections = scope_collections(key, body.collection)
         with found.admission.admit():
             hits, table = retrieve(found, body.query, body.k, body.mode, body.filter, collections)
-        return SearchResponse(hits=hits, mode=body.mode, index_version=table)
+        answer = SearchResponse(hits=hits, mode=body.mode, index_version=table)
+        # Validated when made: returned as a model, FastAPI would validate it again before
+        # serializing (a tenth of a search's Python time).
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.post(
         "/v1/chat",
