@@ -5,7 +5,6 @@ or in a cache under LORECHAT_HOME, and made there on first use when torch is ins
 """
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from lorechat_pipeline.core.embedding import (
     SentenceTransformerEmbedder,
     embedder_model_id,
 )
+from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.onnx_embedding import (
     OnnxEmbedder,
     OnnxExportError,
@@ -73,7 +73,7 @@ def build_query_embedder(settings: ServingSettings) -> Embedder:
 def concurrent_encodes(embedder: Embedder) -> int:
     """How many queries to encode at once without oversubscribing the cores."""
     if isinstance(embedder, OnnxEmbedder):
-        return max(1, (os.cpu_count() or 1) // embedder.threads)
+        return max(1, usable_cores() // embedder.threads)
     if isinstance(embedder, BedrockEmbedder):
         return 16  # remote calls: waiting on the network, not the cores
     return 1

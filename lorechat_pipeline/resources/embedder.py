@@ -1,6 +1,5 @@
 """Embedding providers: the local model (onnxruntime or torch) and Amazon Bedrock, one interface."""
 
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from lorechat_pipeline.core.embedding import (
     SentenceTransformerEmbedder,
     embedder_model_id,
 )
+from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, ensure_export, export_cache_folder
 
@@ -83,19 +83,13 @@ class SentenceTransformerEmbedderResource(EmbedderResource):
             folder = export_cache_folder(Path(self.onnx_cache_dir), self.model_id())
             ensure_export(folder, self.model_path, self.max_tokens)
             self._embedder = OnnxEmbedder(
-                folder, threads=self.threads or cores(), batch_size=self.batch_size
+                folder, threads=self.threads or usable_cores(), batch_size=self.batch_size
             )
         embedder: Embedder = self._embedder
         return embedder
 
     def model_id(self) -> str:
         return embedder_model_id(self.model_path, self.max_tokens)
-
-
-def cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 class BedrockEmbedderResource(EmbedderResource):

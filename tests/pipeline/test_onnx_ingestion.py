@@ -12,6 +12,7 @@ import pytest
 
 from lorechat_pipeline.core import onnx_embedding
 from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
+from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.onnx_embedding import (
     EXPORT_INFO,
     GRAPH,
@@ -23,7 +24,7 @@ from lorechat_pipeline.core.onnx_embedding import (
     valid_export,
 )
 from lorechat_pipeline.defs.resources import embedder_resource
-from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource, cores
+from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
 from lorechat_pipeline.settings import LocalEncoder, load_settings
 from tests.network_guard import NETWORK_GUARD, run_guarded
 from tests.pipeline.conftest import PipelineFactory, write
@@ -86,7 +87,7 @@ def test_the_default_pipeline_embeds_with_onnx_under_the_torch_model_id(
     assert settings.local_encoder is LocalEncoder.ONNX
     default = embedder_resource(settings).get_embedder()
     assert isinstance(default, OnnxEmbedder)
-    assert default.threads == cores()
+    assert default.threads == usable_cores()
     assert default.batch_size == settings.embedding_batch_size
     torch = embedder_resource(load_settings(home=tmp_path, local_encoder="torch")).get_embedder()
     assert isinstance(torch, SentenceTransformerEmbedder)
