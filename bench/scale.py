@@ -71,6 +71,39 @@ def exact_top10(data: np.ndarray, queries: np.ndarray) -> list[set[int]]:
     return [set(row.tolist()) for row in np.argpartition(-scores, 10, axis=1)[:, :10]]
 
 
+def measure_resident_copy(
+    data: np.ndarray, queries: np.ndarray, truth: list[set[int]]
+) -> dict[str, float]:
+    from threadpoolctl import threadpool_limits
+
+    from serving.resident import ResidentVectors
+
+    threadpool_limits(1, user_api="blas")  # as the server runs
+    rows = pa.table({"row": np.arange(len(data)), "collection": ["scale"] * len(data)})
+    before = current_rss_mb()
+    started = time.perf_counter()
+    copy = ResidentVectors(("scale", 1), data, rows)
+    build_seconds = time.perf_counter() - started
+    latencies, recalls = [], []
+    for number, query in enumerate(queries):
+        t0 = time.perf_counter()
+        found = copy.search(query, 10) or []
+        latencies.append(time.perf_counter() - t0)
+        rows_found = {int(row["row"]) for row in copy.result_rows(found)}
+        recalls.append(len(rows_found & truth[number]) / 10)
+    ordered = sorted(latencies)
+    return {
+        "build_seconds": round(build_seconds, 2),
+        "lists": len(copy.bounds) - 1,
+        "probed": copy.probes,
+        "mb": round(copy.nbytes / 2**20, 1),
+        "rss_mb_added": round(current_rss_mb() - before, 1),
+        "query_p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
+        "query_p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 2),
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+    }
+
+
 def row_of(chunk_id: str) -> int:
     document, ordinal = chunk_id.split("#")
     return int(document.removeprefix("doc")) * 10 + int(ordinal)
@@ -112,6 +145,7 @@ def main() -> None:
             hits = dense(index, query, 10, None, nprobes=args.nprobes)
             latencies.append(time.perf_counter() - t0)
             recalls.append(len({row_of(hit.chunk_id) for hit in hits} & truth[number]) / 10)
+        resident = measure_resident_copy(data, queries, truth)
         disk = sum(f.stat().st_size for f in (root / "index").rglob("*") if f.is_file())
         ordered = sorted(latencies)
         result = {
@@ -130,6 +164,9 @@ def main() -> None:
             ),
             "recall_at_10": round(float(np.mean(recalls)), 4),
             "queries": args.queries,
+            # The serving container's in-memory copy (serving/resident.py), for a version within
+            # LORECHAT_RESIDENT_VECTORS_MB: what it costs and how it searches at this size.
+            "resident_copy": resident,
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
