@@ -137,14 +137,15 @@ class IndexReader:
         """Whether a promoted version may be served: once its in-memory copy is built (or will
         not be: Upstash, over the budget, failed), or after `switch_warm_up_seconds` at most.
         Until then the previous version answers from its copy, so a promotion sends no search
-        to a cold table, and the new table's caches never fill with what the copy holds."""
-        if not isinstance(incoming.index, LanceVectorIndex) or self.resident.budget_bytes <= 0:
-            return True
+        to a cold table, and the new table's caches never fill with what the copy holds.
+        (No copy is ever built for Upstash or with no budget: never `building`.)"""
         if not self.resident.building(incoming.table):
             return True
         return time.monotonic() - incoming.opened_at >= self.settings.switch_warm_up_seconds
 
     def _switch_if_warm(self) -> ServedVersion | None:
+        if self._incoming is None:  # every search asks: no lock unless a promotion is pending
+            return None
         with self._lock:
             incoming = self._incoming
             if incoming is None or not self._warm(incoming):
@@ -186,7 +187,8 @@ class IndexReader:
             logger.warning("could not read the index alias: %s", error)
             table = served.table if served else None
         if served is not None and table == served.table:
-            self._incoming = None  # promoted and rolled back before it was warm
+            with self._lock:
+                self._incoming = None  # promoted and rolled back before it was warm
             served.index.refresh()  # rows written since (incremental updates) become visible
             self._track(served)
             return served
