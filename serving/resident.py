@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from lorechat_pipeline.core.memory import release_unused_memory
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
+from serving.keywords import KeywordIndex
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ResidentVectors:
         *,
         probe_share: float = DEFAULT_PROBE_SHARE,
         exact_rows: int = EXACT_SEARCH_ROWS,
+        keywords: bool = True,
     ) -> None:
         self.key = key
         self.size = len(vectors)
@@ -102,10 +104,26 @@ class ResidentVectors:
         self.collection_names = sorted(set(collections))
         codes = {name: code for code, name in enumerate(self.collection_names)}
         self.collection_codes = np.array([codes[name] for name in collections], dtype=np.int32)
+        # Full-text search from memory too, when the rows carry the chunks' text.
+        self.keywords = (
+            KeywordIndex(rows.column("text").to_pylist())
+            if keywords and "text" in rows.column_names
+            else None
+        )
 
     @property
     def nbytes(self) -> int:
-        return int(self.vectors.nbytes + self.rows.nbytes)
+        keywords = self.keywords.nbytes if self.keywords is not None else 0
+        return int(self.vectors.nbytes + self.rows.nbytes + keywords)
+
+    def _allowed(self, collections: Sequence[str] | None) -> list[int] | None:
+        """Codes of the collections a hit may be in; None when every row qualifies."""
+        if collections is None:
+            return None
+        allowed = [
+            code for code, name in enumerate(self.collection_names) if name in set(collections)
+        ]
+        return None if len(allowed) == len(self.collection_names) else allowed
 
     def _candidates(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row numbers of the rows in the lists nearest to the query."""
@@ -126,12 +144,8 @@ class ResidentVectors:
         probe wider under a filter)."""
         query = _unit(np.asarray(query, dtype=np.float32).reshape(-1))
         scores, rows = self._candidates(query)
-        if collections is not None:
-            allowed = [
-                self.collection_names.index(name)
-                for name in collections
-                if name in self.collection_names
-            ]
+        allowed = self._allowed(collections)
+        if allowed is not None:
             keep = np.isin(self.collection_codes[rows], allowed)
             scores, rows = scores[keep], rows[keep]
         if len(rows) < min(k, self.size):
@@ -141,6 +155,20 @@ class ResidentVectors:
             scores, rows = scores[best], rows[best]
         order = np.lexsort((rows, -scores))
         return [ResidentHit(int(rows[i]), float(scores[i])) for i in order]
+
+    def keyword_search(
+        self, text: str, k: int, collections: Sequence[str] | None = None
+    ) -> list[ResidentHit] | None:
+        """The k rows best matching `text` by BM25, best first, as LanceDB's full-text search
+        ranks them; None when this copy has no keyword index."""
+        if self.keywords is None:
+            return None
+        allowed = self._allowed(collections)
+        mask = None if allowed is None else np.isin(self.collection_codes, allowed)
+        scores, rows = self.keywords.search(text, k, mask)
+        return [
+            ResidentHit(int(row), float(score)) for row, score in zip(rows, scores, strict=True)
+        ]
 
     def result_rows(self, hits: Sequence[ResidentHit]) -> list[dict[str, Any]]:
         taken = self.rows.take(pa.array([hit.row for hit in hits], type=pa.int64()))

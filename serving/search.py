@@ -153,6 +153,16 @@ def resident_dense(
     return [Hit(row["chunk_id"], hit.score, row) for hit, row in zip(found, rows, strict=True)]
 
 
+def resident_keyword(
+    resident: ResidentVectors, text: str, k: int, collections: Sequence[str] | None
+) -> list[Hit] | None:
+    found = resident.keyword_search(text, k, collections)
+    if found is None:
+        return None
+    rows = resident.result_rows(found)
+    return [Hit(row["chunk_id"], hit.score, row) for hit, row in zip(found, rows, strict=True)]
+
+
 def keyword(index: LanceVectorIndex, text: str, k: int, where: str | None) -> list[Hit]:
     query = index.table.search(text, query_type="fts").select([*RESULT_COLUMNS, "_score"]).limit(k)
     if where:
@@ -187,8 +197,9 @@ def search(
     """`query_vector`: the query's embedding, or a function making it (called only when needed,
     and for hybrid search while the full-text search already runs).
 
-    `resident`: the served version's in-memory copy, which answers dense searches whose only
-    filter is the caller's collection scope (`collections`, already part of `where`)."""
+    `resident`: the served version's in-memory copy, which answers dense and keyword searches
+    whose only filter is the caller's collection scope (`collections`, already part of
+    `where`)."""
 
     def embedded() -> np.ndarray:
         assert query_vector is not None
@@ -198,8 +209,14 @@ def search(
         vector = None if mode is SearchMode.KEYWORD else embedded()
         return upstash_search(index, mode, text, vector, k, where)
     assert isinstance(index, LanceVectorIndex)
+
+    def keyword_ranking(depth: int) -> list[Hit] | None:
+        """From memory, or None when the copy cannot answer (no copy, or no keyword index)."""
+        return None if resident is None else resident_keyword(resident, text, depth, collections)
+
     if mode is SearchMode.KEYWORD:
-        return keyword(index, text, k, where)
+        found = keyword_ranking(k)
+        return found if found is not None else keyword(index, text, k, where)
 
     def dense_ranking(vector: np.ndarray, depth: int) -> list[Hit]:
         if resident is not None:
@@ -211,7 +228,10 @@ def search(
     if mode is SearchMode.DENSE:
         return dense_ranking(embedded(), k)
     depth = max(k * 4, 20)  # fuse deeper lists than returned: RRF needs overlap to work
-    # The full-text search needs no embedding: it runs while the query is encoded and searched
+    in_memory = keyword_ranking(depth)
+    if in_memory is not None:
+        return reciprocal_rank_fusion([dense_ranking(embedded(), depth), in_memory], k)
+    # LanceDB's full-text search needs no embedding: it runs while the query is encoded and searched
     # (all three release the GIL).
     keyword_hits = _hybrid_pool.submit(keyword, index, text, depth, where)
     dense_hits = dense_ranking(embedded(), depth)

@@ -2,6 +2,7 @@
 answers, the edit plan and its check, the report's derived figures and rendering, and one real
 report of our pipeline on a tiny folder. The peers' run is slow and needs the bench-peers group."""
 
+import json
 import math
 from pathlib import Path
 
@@ -267,3 +268,50 @@ def test_a_crash_or_timeout_is_a_result_not_the_end(tmp_path: Path) -> None:
     assert "error" not in good
     assert good["result"] == {"ok": True}
     assert good["peak_rss_mb"] > 0
+
+
+def test_retrieval_quality_on_a_tiny_beir_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench.retrieval end to end: our pipeline ingests a BEIR folder, every mode is scored from
+    the serving copy in memory and from LanceDB, and the two keyword searches agree."""
+    monkeypatch.setenv("LORECHAT_PARSE_WORKERS", "1")
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    topics = [
+        "tomatoes ripen in summer heat",
+        "lighthouses guide ships at night",
+        "bees pollinate orchard flowers",
+        "glaciers carve mountain valleys",
+    ]
+    corpus = [
+        {"_id": f"d{n}", "title": f"Doc {n}", "text": f"{topic}. Notes on {topic} and more."}
+        for n, topic in enumerate(topics)
+    ]
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in corpus) + "\n")
+    queries = [{"_id": f"q{n}", "text": topic.split()[0]} for n, topic in enumerate(topics)]
+    (beir / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{n}\td{n}\t1\n" for n in range(4))
+    )
+    outcome = run_isolated(
+        "bench.retrieval",
+        [
+            *("--beir", str(beir), "--qrels", str(beir / "qrels" / "test.tsv")),
+            *("--state", str(tmp_path / "state"), "--also-lancedb"),
+        ],
+        timeout=300,
+        log=tmp_path / "retrieval.log",
+    )
+    assert "result" in outcome, (outcome, (tmp_path / "retrieval.log").read_text()[-2000:])
+    result = outcome["result"]
+    assert result["corpus_documents"] == 4
+    for key in ("modes", "modes_lancedb"):
+        assert set(result[key]) == {"dense", "keyword", "hybrid"}
+    # Each query's one word names its document: keyword search finds it first either way.
+    assert result["modes"]["keyword"]["ndcg@10"] == pytest.approx(1.0)
+    assert result["modes"]["keyword"] == {
+        **result["modes_lancedb"]["keyword"],
+        "ms_per_query": result["modes"]["keyword"]["ms_per_query"],
+    }
+    assert result["modes"]["hybrid"]["recall@100"] == pytest.approx(1.0)
