@@ -110,8 +110,20 @@ class QueryBatcher(Embedder):
     the cores are never oversubscribed by encoding.
     """
 
-    def __init__(self, embedder: Embedder, encoders: int, max_batch: int = MAX_QUERIES_PER_RUN):
+    def __init__(
+        self,
+        embedder: Embedder,
+        encoders: int,
+        max_batch: int = MAX_QUERIES_PER_RUN,
+        *,
+        solo: Embedder | None = None,
+    ):
         self.embedder = embedder
+        # The same model over every core, for a query that finds nothing else encoding and
+        # nothing waiting: one query's latency is what a lone client sees.
+        self.solo = solo
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         self.model_id = embedder.model_id
         self.dimension = embedder.dimension
         self.normalized = embedder.normalized
@@ -152,21 +164,34 @@ class QueryBatcher(Embedder):
                     stop = True
                     break
                 batch.append(item)
+            with self._busy_lock:
+                alone = self._busy == 0 and len(batch) == 1 and self._waiting.empty()
+                self._busy += 1
+            model = self.solo if alone and self.solo is not None else self.embedder
             try:
-                vectors = self.embedder.embed_documents([text for text, _ in batch])
+                vectors = model.embed_documents([text for text, _ in batch])
             except BaseException as error:  # every caller of the batch learns why
                 for _, done in batch:
                     done.set_exception(error)
             else:
                 for (_, done), vector in zip(batch, vectors, strict=True):
                     done.set_result(vector)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
             if stop:
                 return
 
 
 def batched(embedder: Embedder) -> QueryBatcher:
     """The embedder behind a QueryBatcher sized for it: remote embedders (Bedrock) get one
-    query per call and many calls in flight; local ones one encoder per core they leave free."""
+    query per call and many calls in flight; local ones one encoder per core they leave free,
+    and an ONNX one a second session over every core for a query that comes alone."""
     if isinstance(embedder, BedrockEmbedder):
         return QueryBatcher(embedder, concurrent_encodes(embedder), max_batch=1)
-    return QueryBatcher(embedder, concurrent_encodes(embedder))
+    solo = None
+    if isinstance(embedder, OnnxEmbedder) and usable_cores() > embedder.threads:
+        # Not spinning: it shares the cores with the one-core sessions as soon as load comes.
+        solo = OnnxEmbedder(embedder.folder, threads=usable_cores(), spinning=False)
+        solo.embed_query("warm up")  # its session loads now, not on the first lone query
+    return QueryBatcher(embedder, concurrent_encodes(embedder), solo=solo)

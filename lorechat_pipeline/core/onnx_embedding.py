@@ -221,18 +221,21 @@ def ensure_export(
     return info
 
 
-_sessions: dict[tuple[str, int, int, int], Any] = {}
+_sessions: dict[tuple[str, int, int, int, bool], Any] = {}
 _sessions_lock = threading.Lock()
 
 
-def load_session(graph: Path, threads: int) -> Any:
+def load_session(graph: Path, threads: int, *, spinning: bool = True) -> Any:
     """One onnxruntime session per graph file and thread count in a process, shared (as the torch
     models are): every Dagster run builds its resources anew, and a session per run would keep
-    its weights and memory arena (~300 MB) for as long as the process lives."""
+    its weights and memory arena (~300 MB) for as long as the process lives.
+
+    `spinning`: whether the session's threads busy-wait between operators (faster for a session
+    that has the cores to itself; a session that shares them must not burn them while idle)."""
     import onnxruntime
 
     stat = graph.stat()
-    key = (str(graph), stat.st_mtime_ns, stat.st_size, threads)
+    key = (str(graph), stat.st_mtime_ns, stat.st_size, threads, spinning)
     with _sessions_lock:
         if key not in _sessions:
             options = onnxruntime.SessionOptions()
@@ -240,6 +243,8 @@ def load_session(graph: Path, threads: int) -> Any:
             # one encode at a time over every core.
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            if not spinning:
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             _sessions[key] = onnxruntime.InferenceSession(
                 str(graph), options, providers=["CPUExecutionProvider"]
             )
@@ -252,7 +257,9 @@ class OnnxEmbedder(Embedder):
     Texts are tokenized together, sorted by token count and batched so that each batch pads to
     nearly its own length; vectors come back in the order of the texts."""
 
-    def __init__(self, folder: Path, *, threads: int = 1, batch_size: int = 16) -> None:
+    def __init__(
+        self, folder: Path, *, threads: int = 1, batch_size: int = 16, spinning: bool = True
+    ) -> None:
         try:
             import onnxruntime  # noqa: F401 - fail here, not at the first encode
             from tokenizers import Tokenizer
@@ -268,6 +275,7 @@ class OnnxEmbedder(Embedder):
         self.max_tokens = self.info.max_tokens
         self.batch_size = batch_size
         self.threads = threads
+        self.spinning = spinning
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
         # Truncated exactly where sentence-transformers truncates (its max_seq_length); padded
         # here, per batch.
@@ -280,7 +288,7 @@ class OnnxEmbedder(Embedder):
 
     @cached_property
     def session(self) -> Any:
-        return load_session(self.folder / GRAPH, self.threads)
+        return load_session(self.folder / GRAPH, self.threads, spinning=self.spinning)
 
     def warm_up_in_background(self) -> None:
         threading.Thread(target=self._load, name="embedder-warm-up", daemon=True).start()

@@ -15,7 +15,7 @@ import pytest
 
 from lorechat_pipeline.core.embedding import Embedder
 from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, OnnxExportError
-from serving.query_encoder import QueryBatcher, build_query_embedder, export_folder
+from serving.query_encoder import QueryBatcher, batched, build_query_embedder, export_folder
 from serving.settings import QueryEncoder, ServingSettings
 
 TEXTS = [
@@ -132,6 +132,51 @@ def test_a_failed_batch_fails_each_of_its_queries_and_not_the_next() -> None:
         assert batcher.embed_query("next")[0] == 4
     finally:
         batcher.close()
+
+
+def test_a_lone_query_goes_to_the_session_over_every_core() -> None:
+    shared, solo = CountingEmbedder(), CountingEmbedder()
+    solo.gate.set()
+    batcher = QueryBatcher(shared, encoders=2, solo=solo)
+    try:
+        assert batcher.embed_query("alone")[0] == 5
+        assert solo.batches == [["alone"]]
+        with ThreadPoolExecutor(4) as pool:
+            # The solo session is busy with the first; the second finds an encoder busy and
+            # takes a one-core session, and so does everything behind it.
+            solo.gate.clear()
+            first = pool.submit(batcher.embed_query, "one")
+            time.sleep(0.2)
+            second = pool.submit(batcher.embed_query, "two")
+            time.sleep(0.2)
+            shared.gate.set()
+            solo.gate.set()
+            assert first.result(30)[0] == 3
+            assert second.result(30)[0] == 3
+        assert solo.batches == [["alone"], ["one"]]
+        assert shared.batches == [["two"]]
+    finally:
+        batcher.close()
+
+
+def test_the_onnx_encoder_gets_a_solo_session_over_the_usable_cores(
+    query_encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("serving.query_encoder.usable_cores", lambda: 2)
+    batcher = batched(OnnxEmbedder(query_encoder_dir, threads=1))
+    try:
+        assert isinstance(batcher.solo, OnnxEmbedder)
+        assert batcher.solo.threads == 2
+        assert not batcher.solo.spinning
+        alone = batcher.embed_query("how do I bleed a radiator")
+        one_core = batcher.embedder.embed_query("how do I bleed a radiator")
+        assert float(alone @ one_core) >= 0.99999
+    finally:
+        batcher.close()
+    monkeypatch.setattr("serving.query_encoder.usable_cores", lambda: 1)
+    single = batched(OnnxEmbedder(query_encoder_dir, threads=1))
+    assert single.solo is None  # one core: nothing to spread over
+    single.close()
 
 
 def test_batched_queries_give_the_vectors_they_give_alone(query_encoder_dir: Path) -> None:
