@@ -18,7 +18,7 @@ from lorechat_pipeline.core.backends.upstash_index import (
 )
 from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.vector_index import LanceVectorIndex, SearchHit, sql_string
-from serving.resident import ResidentVectors
+from serving.resident import ResidentHit, ResidentVectors
 
 RRF_K = 60
 # Columns a filter may name, with their type; everything else is refused with a 4xx.
@@ -143,24 +143,23 @@ def dense(
     return [Hit(row["chunk_id"], 1.0 - float(row.pop("_distance")), row) for row in rows]
 
 
-def resident_dense(
-    resident: ResidentVectors, vector: np.ndarray, k: int, collections: Sequence[str] | None
-) -> list[Hit] | None:
-    found = resident.search(vector, k, collections)
+def _resident_hits(resident: ResidentVectors, found: list[ResidentHit] | None) -> list[Hit] | None:
     if found is None:
         return None
     rows = resident.result_rows(found)
     return [Hit(row["chunk_id"], hit.score, row) for hit, row in zip(found, rows, strict=True)]
+
+
+def resident_dense(
+    resident: ResidentVectors, vector: np.ndarray, k: int, collections: Sequence[str] | None
+) -> list[Hit] | None:
+    return _resident_hits(resident, resident.search(vector, k, collections))
 
 
 def resident_keyword(
     resident: ResidentVectors, text: str, k: int, collections: Sequence[str] | None
 ) -> list[Hit] | None:
-    found = resident.keyword_search(text, k, collections)
-    if found is None:
-        return None
-    rows = resident.result_rows(found)
-    return [Hit(row["chunk_id"], hit.score, row) for hit, row in zip(found, rows, strict=True)]
+    return _resident_hits(resident, resident.keyword_search(text, k, collections))
 
 
 def keyword(index: LanceVectorIndex, text: str, k: int, where: str | None) -> list[Hit]:
