@@ -170,6 +170,10 @@ class ResidentVectors:
             ResidentHit(int(row), float(score)) for row, score in zip(rows, scores, strict=True)
         ]
 
+    def chunk_ids(self, rows: Sequence[int]) -> list[str]:
+        taken = self.rows.column("chunk_id").take(pa.array(rows, type=pa.int64()))
+        return [str(chunk_id) for chunk_id in taken.to_pylist()]
+
     def result_rows(self, hits: Sequence[ResidentHit]) -> list[dict[str, Any]]:
         taken = self.rows.take(pa.array([hit.row for hit in hits], type=pa.int64()))
         result: list[dict[str, Any]] = taken.to_pylist()

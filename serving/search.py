@@ -143,11 +143,13 @@ def dense(
     return [Hit(row["chunk_id"], 1.0 - float(row.pop("_distance")), row) for row in rows]
 
 
-def _resident_hits(resident: ResidentVectors, found: list[ResidentHit] | None) -> list[Hit] | None:
-    if found is None:
-        return None
+def _hydrate(resident: ResidentVectors, found: list[ResidentHit]) -> list[Hit]:
     rows = resident.result_rows(found)
     return [Hit(row["chunk_id"], hit.score, row) for hit, row in zip(found, rows, strict=True)]
+
+
+def _resident_hits(resident: ResidentVectors, found: list[ResidentHit] | None) -> list[Hit] | None:
+    return None if found is None else _hydrate(resident, found)
 
 
 def resident_dense(
@@ -179,6 +181,20 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int) -> list[Hi
             rows.setdefault(hit.chunk_id, hit.row)
     best = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]
     return [Hit(chunk_id, scores[chunk_id], rows[chunk_id]) for chunk_id in best]
+
+
+def fuse_resident(
+    rankings: Sequence[Sequence[ResidentHit]], k: int, resident: ResidentVectors
+) -> list[ResidentHit]:
+    """reciprocal_rank_fusion over rows of the copy: the same scores and order (ties by chunk
+    id), without building the rows of hits that are not returned."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.row] = scores.get(hit.row, 0.0) + 1.0 / (RRF_K + rank)
+    chunk_ids = dict(zip(scores, resident.chunk_ids(list(scores)), strict=True))
+    best = sorted(scores, key=lambda row: (-scores[row], chunk_ids[row]))[:k]
+    return [ResidentHit(row, scores[row]) for row in best]
 
 
 def search(
@@ -227,9 +243,17 @@ def search(
     if mode is SearchMode.DENSE:
         return dense_ranking(embedded(), k)
     depth = max(k * 4, 20)  # fuse deeper lists than returned: RRF needs overlap to work
-    in_memory = keyword_ranking(depth)
-    if in_memory is not None:
-        return reciprocal_rank_fusion([dense_ranking(embedded(), depth), in_memory], k)
+    if resident is not None and resident.keywords is not None:
+        keyword_found = resident.keyword_search(text, depth, collections)
+        vector = embedded()
+        dense_found = resident.search(vector, depth, collections)
+        if keyword_found is not None and dense_found is not None:
+            # Both rankings from the copy: fused on row numbers, and only the k rows returned
+            # are turned into results (not both lists' rows).
+            return _hydrate(resident, fuse_resident([dense_found, keyword_found], k, resident))
+        if keyword_found is not None:  # too few rows of the scope in the probed lists
+            dense_hits = dense(index, vector, depth, where, nprobes=nprobes)
+            return reciprocal_rank_fusion([dense_hits, _hydrate(resident, keyword_found)], k)
     # LanceDB's full-text search needs no embedding: it runs while the query is encoded and searched
     # (all three release the GIL).
     keyword_hits = _hybrid_pool.submit(keyword, index, text, depth, where)

@@ -119,8 +119,10 @@ def test_search_answers_keyword_and_hybrid_from_memory(lance_and_copy, monkeypat
     assert dense_hits is not None
     assert keyword_hits is not None
     fused = reciprocal_rank_fusion([dense_hits, keyword_hits], 5)
-    assert [h.chunk_id for h in hybrid] == [h.chunk_id for h in fused]
-    assert all(h.row["text"] for h in hybrid)
+    assert [(h.chunk_id, h.score) for h in hybrid] == [(h.chunk_id, h.score) for h in fused]
+    # Whole result rows, hydrated for the returned hits only.
+    assert [h.row for h in hybrid] == [h.row for h in fused]
+    assert all(set(RESULT_COLUMNS) <= set(h.row) for h in hybrid)
 
 
 def test_a_collection_scope_keeps_other_collections_hits_out(tmp_path: Path) -> None:
