@@ -102,7 +102,6 @@ def main() -> None:
         "ingest_seconds": round(ingest_seconds, 1),
         "chunks_written": summary.chunks_written,
         "query_encoder": type(encoder).__name__,
-        "modes": {},
     }
     vectors = {q: encoder.embed_query(texts[q]) for q in judged}
     started = time.perf_counter()

@@ -82,7 +82,6 @@ class ResidentVectors:
         *,
         probe_share: float = DEFAULT_PROBE_SHARE,
         exact_rows: int = EXACT_SEARCH_ROWS,
-        keywords: bool = True,
     ) -> None:
         self.key = key
         self.size = len(vectors)
@@ -106,9 +105,7 @@ class ResidentVectors:
         self.collection_codes = np.array([codes[name] for name in collections], dtype=np.int32)
         # Full-text search from memory too, when the rows carry the chunks' text.
         self.keywords = (
-            KeywordIndex(rows.column("text").to_pylist())
-            if keywords and "text" in rows.column_names
-            else None
+            KeywordIndex(rows.column("text").to_pylist()) if "text" in rows.column_names else None
         )
 
     @property
@@ -120,9 +117,8 @@ class ResidentVectors:
         """Codes of the collections a hit may be in; None when every row qualifies."""
         if collections is None:
             return None
-        allowed = [
-            code for code, name in enumerate(self.collection_names) if name in set(collections)
-        ]
+        wanted = set(collections)
+        allowed = [code for code, name in enumerate(self.collection_names) if name in wanted]
         return None if len(allowed) == len(self.collection_names) else allowed
 
     def _candidates(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

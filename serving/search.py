@@ -4,11 +4,11 @@ Hybrid fuses the dense and full-text rankings by reciprocal rank fusion (RRF): r
 scores living on different scales, and no weights to tune per corpus.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from lorechat_pipeline.core.vector_index import LanceVectorIndex, SearchHit, sql
 from serving.resident import ResidentHit, ResidentVectors
 
 RRF_K = 60
+Key = TypeVar("Key", bound=Hashable)
 # Columns a filter may name, with their type; everything else is refused with a 4xx.
 FILTERABLE: dict[str, type] = {
     "document": str,
@@ -172,12 +173,20 @@ def keyword(index: LanceVectorIndex, text: str, k: int, where: str | None) -> li
     return [Hit(row["chunk_id"], float(row.pop("_score")), row) for row in rows]
 
 
+def rrf_scores(rankings: Iterable[Iterable[Key]]) -> dict[Key, float]:
+    """Each item's reciprocal rank fusion score over the rankings it appears in."""
+    scores: dict[Key, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (RRF_K + rank)
+    return scores
+
+
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
-    scores: dict[str, float] = {}
+    scores = rrf_scores([hit.chunk_id for hit in ranking] for ranking in rankings)
     rows: dict[str, dict[str, Any]] = {}
     for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+        for hit in ranking:
             rows.setdefault(hit.chunk_id, hit.row)
     best = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]
     return [Hit(chunk_id, scores[chunk_id], rows[chunk_id]) for chunk_id in best]
@@ -188,10 +197,7 @@ def fuse_resident(
 ) -> list[ResidentHit]:
     """reciprocal_rank_fusion over rows of the copy: the same scores and order (ties by chunk
     id), without building the rows of hits that are not returned."""
-    scores: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.row] = scores.get(hit.row, 0.0) + 1.0 / (RRF_K + rank)
+    scores = rrf_scores([hit.row for hit in ranking] for ranking in rankings)
     chunk_ids = dict(zip(scores, resident.chunk_ids(list(scores)), strict=True))
     best = sorted(scores, key=lambda row: (-scores[row], chunk_ids[row]))[:k]
     return [ResidentHit(row, scores[row]) for row in best]
@@ -224,13 +230,8 @@ def search(
         vector = None if mode is SearchMode.KEYWORD else embedded()
         return upstash_search(index, mode, text, vector, k, where)
     assert isinstance(index, LanceVectorIndex)
-
-    def keyword_ranking(depth: int) -> list[Hit] | None:
-        """From memory, or None when the copy cannot answer (no copy, or no keyword index)."""
-        return None if resident is None else resident_keyword(resident, text, depth, collections)
-
     if mode is SearchMode.KEYWORD:
-        found = keyword_ranking(k)
+        found = None if resident is None else resident_keyword(resident, text, k, collections)
         return found if found is not None else keyword(index, text, k, where)
 
     def dense_ranking(vector: np.ndarray, depth: int) -> list[Hit]:
@@ -243,17 +244,17 @@ def search(
     if mode is SearchMode.DENSE:
         return dense_ranking(embedded(), k)
     depth = max(k * 4, 20)  # fuse deeper lists than returned: RRF needs overlap to work
-    if resident is not None and resident.keywords is not None:
-        keyword_found = resident.keyword_search(text, depth, collections)
+    keyword_found = None if resident is None else resident.keyword_search(text, depth, collections)
+    if resident is not None and keyword_found is not None:
         vector = embedded()
         dense_found = resident.search(vector, depth, collections)
-        if keyword_found is not None and dense_found is not None:
+        if dense_found is not None:
             # Both rankings from the copy: fused on row numbers, and only the k rows returned
             # are turned into results (not both lists' rows).
             return _hydrate(resident, fuse_resident([dense_found, keyword_found], k, resident))
-        if keyword_found is not None:  # too few rows of the scope in the probed lists
-            dense_hits = dense(index, vector, depth, where, nprobes=nprobes)
-            return reciprocal_rank_fusion([dense_hits, _hydrate(resident, keyword_found)], k)
+        # Too few rows of the scope in the probed lists: LanceDB ranks the dense half.
+        dense_hits = dense(index, vector, depth, where, nprobes=nprobes)
+        return reciprocal_rank_fusion([dense_hits, _hydrate(resident, keyword_found)], k)
     # LanceDB's full-text search needs no embedding: it runs while the query is encoded and searched
     # (all three release the GIL).
     keyword_hits = _hybrid_pool.submit(keyword, index, text, depth, where)
