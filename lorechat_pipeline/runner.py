@@ -1,8 +1,10 @@
 """Run the asset graph for what changed, on a persistent Dagster instance (visible in the UI)."""
 
 import contextlib
+import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.memory import bound_heap_retention, release_freed_memory
 from lorechat_pipeline.core.planning import IngestPlan, group_listing, plan_shard
 from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.stages.parse_ahead import parse_ahead
 from lorechat_pipeline.core.storage import ObjectStore
 from lorechat_pipeline.core.vector_index import IndexNotFound
 from lorechat_pipeline.definitions import build_definitions
@@ -29,6 +32,8 @@ from lorechat_pipeline.resources.ingestion_config import IngestionConfig
 from lorechat_pipeline.resources.object_store import ObjectStoreResource
 from lorechat_pipeline.resources.vector_store import VectorStoreResource
 from lorechat_pipeline.settings import LorechatSettings
+
+logger = logging.getLogger(__name__)
 
 
 class IngestFailed(RuntimeError):
@@ -134,6 +139,7 @@ class Pipeline:
     definitions: dg.Definitions
     # Dagster's per-event console lines; the run's full event log is on the instance regardless.
     log_level: str = "WARNING"
+    parse_ahead: bool = True
     _exit_stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _resources: Any = None
 
@@ -206,6 +212,7 @@ class Pipeline:
             index = None
         plan = IngestPlan()
         for shard, objects in group_listing(self.source.list_objects(), SHARD_COUNT).items():
+            plan.listings[shard] = objects
             plan.shards.append(
                 plan_shard(
                     shard,
@@ -250,27 +257,36 @@ class Pipeline:
         fail_abandoned_runs(instance)
         observation = {"raw_documents": {"config": {"confirm_deletions": confirm_deletions}}}
         refused_deletions: list[str] = []
-        for shard in plan.to_run:
-            result = job.execute_in_process(
-                partition_key=shard,
-                instance=instance,
-                raise_on_error=False,
-                run_config=self._run_config(observation),
-                tags=_cli_run_tags(),
-            )
-            summary.run_ids.append(result.run_id)
-            summary.shards_run.append(shard)
-            if not result.success:
-                raise IngestFailed(_failure_message(result, shard))
-            refused_deletions += [
-                str(evaluation.description)
-                for evaluation in result.get_asset_check_evaluations()
-                if evaluation.check_name == DELETION_GUARD_CHECK and not evaluation.passed
-            ]
-            _add_run(summary, result)
-            release_freed_memory()
-            if on_shard_done:
-                on_shard_done(shard)
+        # Parsing is the part of a run that leaves cores idle; the next shard's documents are
+        # parsed meanwhile (the first shard has nothing to overlap with: it parses in its run).
+        ahead = _ParseAhead(self, plan) if self.parse_ahead and len(plan.to_run) > 1 else None
+        try:
+            for position, shard in enumerate(plan.to_run):
+                if ahead:
+                    ahead.allow_through(position + 1)  # the next shard parses while this one embeds
+                result = job.execute_in_process(
+                    partition_key=shard,
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=self._run_config(observation),
+                    tags=_cli_run_tags(),
+                )
+                summary.run_ids.append(result.run_id)
+                summary.shards_run.append(shard)
+                if not result.success:
+                    raise IngestFailed(_failure_message(result, shard))
+                refused_deletions += [
+                    str(evaluation.description)
+                    for evaluation in result.get_asset_check_evaluations()
+                    if evaluation.check_name == DELETION_GUARD_CHECK and not evaluation.passed
+                ]
+                _add_run(summary, result)
+                release_freed_memory()
+                if on_shard_done:
+                    on_shard_done(shard)
+        finally:
+            if ahead:
+                ahead.stop()
         if refused_deletions:
             # Every other change went in; the refused deletions wait for a confirmation.
             raise IngestFailed(refused_deletions[0])
@@ -306,6 +322,58 @@ class Pipeline:
             refused="; ".join(failed_checks) or None,
             run_id=result.run_id,
         )
+
+
+class _ParseAhead:
+    """A thread that parses the planned shards (after the first) in order, each once the runner
+    allows it: `allow_through(i)` while shard i-1 runs."""
+
+    def __init__(self, pipeline: Pipeline, plan: IngestPlan):
+        self._pipeline = pipeline
+        self._plan = plan
+        self._allowed = 0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lorechat-parse-ahead", daemon=True)
+        self._thread.start()
+
+    def allow_through(self, position: int) -> None:
+        with self._changed:
+            self._allowed = max(self._allowed, position)
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        pipeline = self._pipeline
+        try:
+            source, processed, config = pipeline.source, pipeline.processed, pipeline.config
+            layout = config.chunk_layout()
+            for position, shard in enumerate(self._plan.to_run[1:], start=1):
+                with self._changed:
+                    while self._allowed < position and not self._stop.is_set():
+                        self._changed.wait()
+                if self._stop.is_set():
+                    return
+                report = parse_ahead(
+                    source,
+                    processed,
+                    shard,
+                    self._plan.listings.get(shard, []),
+                    shard_count=SHARD_COUNT,
+                    layout=layout,
+                    max_document_bytes=config.max_document_bytes,
+                    open_parser=config.open_parser_in_background,
+                    stop=self._stop,
+                )
+                logger.debug("parsed ahead %s: %s", shard, report)
+        except Exception:
+            # The shard's own run parses whatever this did not: nothing is lost but the overlap.
+            logger.warning("parsing ahead stopped", exc_info=True)
 
 
 def _metadata(result: Any, node: str) -> dict[str, Any]:

@@ -48,6 +48,10 @@ class ProcessedLayout:
     def chunks(self, shard: str, document_id: str, content_fp: str) -> str:
         return f"{self.chunks_prefix(shard, document_id)}{content_fp}.parquet"
 
+    def rejection(self, shard: str, document_id: str, content_fp: str) -> str:
+        """Why this content yielded no chunks, found by a parse ahead of the document's run."""
+        return f"{self.chunks_prefix(shard, document_id)}{content_fp}.rejected.json"
+
     def embeddings_prefix(self, shard: str, document_id: str) -> str:
         return f"embeddings/{self._embedder}/{self.chunker_version}/{shard}/{document_id}/"
 

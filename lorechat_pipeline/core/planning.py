@@ -19,6 +19,8 @@ class ShardPlan:
 @dataclass
 class IngestPlan:
     shards: list[ShardPlan] = field(default_factory=list)
+    # The source listing the plan was made from, by shard.
+    listings: dict[str, list[ObjectInfo]] = field(default_factory=dict, repr=False)
 
     @property
     def to_run(self) -> list[str]:

@@ -62,12 +62,28 @@ class IngestionConfig(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def open_parser(self, documents: int | None = None) -> Iterator[ParserPool]:
-        """The process's parser pool for this configuration, started on first use.
+        """The process's parser pool for this configuration, started on first use, for a run's
+        chunk step: it goes before a parse-ahead (see core/stages/parse_ahead.py).
 
         Warming a worker (unstructured and spaCy imports) takes seconds, so when one process runs
         many partitions (the CLI, in-process runs) they share warm workers; the pool is shut down
         when the process exits.
         """
+        pool = self._shared_pool(documents)
+        with pool.turns.foreground():
+            yield pool
+
+    @contextlib.contextmanager
+    def open_parser_in_background(
+        self, documents: int, stop: threading.Event
+    ) -> Iterator[ParserPool | None]:
+        """The same pool for a parse-ahead, once no chunk step needs it (None if `stop` is set
+        first). The holder must step aside between documents when `pool.turns` says so."""
+        pool = self._shared_pool(documents)
+        with pool.turns.background(stop) as acquired:
+            yield pool if acquired else None
+
+    def _shared_pool(self, documents: int | None) -> ParserPool:
         # No more workers than documents: warming a worker costs seconds of CPU, which a sensor
         # run of one new document would otherwise spend twice. The pool grows when needed.
         wanted = min(self.parse_workers, documents) if documents else self.parse_workers
@@ -90,7 +106,7 @@ class IngestionConfig(dg.ConfigurableResource):
                 ).__enter__()
                 _shared_pools[key] = pool
             pool.workers = max(pool.workers, wanted)
-        yield pool
+        return pool
 
     def manifest(self, embedder: Embedder) -> IndexManifest:
         options = self.chunking_options()

@@ -28,6 +28,7 @@ from lorechat_pipeline.core.parsing.partition import (
     ChunkingOptions,
     ParsedChunk,
 )
+from lorechat_pipeline.core.parsing.turns import PoolTurns
 from lorechat_pipeline.core.parsing.worker_process import ParseFunction, worker_main
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ DEFAULT_MEMORY_LIMIT_MB = 2048
 
 
 class ParserPool:
-    """Runs `parse_and_chunk` in `workers` reusable processes. Not thread-safe: one caller.
+    """Runs `parse_and_chunk` in `workers` reusable processes. Not thread-safe: one caller at
+    a time, which callers in several threads arrange through `turns`.
 
     `parse_function` replaces `parse_and_chunk` (a picklable module-level callable or a
     "module:function" path); it exists so tests can make a worker hang or crash. `limits` are
@@ -72,6 +74,8 @@ class ParserPool:
         self._pool: list[_Worker] = []
         self._job_ids = itertools.count()
         self.restarts = 0  # workers replaced after a timeout or a crash
+        # For callers that share the pool between threads: whose turn it is to call `map`.
+        self.turns = PoolTurns()
 
     def __enter__(self) -> "ParserPool":
         self.start()

@@ -4,6 +4,7 @@ Documents that cannot be parsed are quarantined with a reason in the ledger; the
 never touched, and the document is retried as soon as its content (or sidecar) changes.
 """
 
+import json
 import logging
 import posixpath
 import time
@@ -39,7 +40,7 @@ class ChunkingReport:
     shard: str
     chunked: list[str] = field(default_factory=list)
     quarantined: list[LedgerEntry] = field(default_factory=list)
-    recovered: int = 0  # finished by an earlier, interrupted run
+    recovered: int = 0  # parsed before this step: by a parse-ahead or an interrupted run
     removed: int = 0
     skipped_changed: list[str] = field(default_factory=list)
     chunks: int = 0
@@ -125,38 +126,44 @@ def chunk_shard(
         del ledger[gone]
         report.removed += 1
 
+    def settle(entry: CatalogEntry, outcome: LedgerEntry) -> None:
+        ledger[entry.document_id] = outcome
+        if outcome.status == QUARANTINED:
+            report.quarantined.append(outcome)
+        processed.delete_prefix(
+            layout.chunks_prefix(shard, entry.document_id),
+            keep=layout.chunks(shard, entry.document_id, entry.content_fp),
+        )
+
     todo: list[CatalogEntry] = []
     for entry in sorted(by_id.values(), key=lambda e: e.document):
         done = ledger.get(entry.document_id)
         if done is not None and done.content_fp == entry.content_fp:
             continue
         if entry.oversized:
-            ledger[entry.document_id] = _quarantine(
-                entry, "too_large", f"{entry.size} bytes exceeds the limit of {max_document_bytes}"
+            settle(
+                entry,
+                _quarantine(
+                    entry,
+                    "too_large",
+                    f"{entry.size} bytes exceeds the limit of {max_document_bytes}",
+                ),
             )
         elif entry.sidecar_error:
-            ledger[entry.document_id] = _quarantine(
-                entry, "invalid_metadata_sidecar", entry.sidecar_error
-            )
-        elif (
-            existing := read_table(
-                processed, layout.chunks(shard, entry.document_id, entry.content_fp)
-            )
-        ) is not None:
-            ledger[entry.document_id] = _chunked_entry(entry, existing)
+            settle(entry, _quarantine(entry, "invalid_metadata_sidecar", entry.sidecar_error))
+        elif (parsed := parsed_before(processed, layout, entry)) is not None:
             report.recovered += 1
+            settle(entry, parsed)
         else:
             todo.append(entry)
-            continue
-        if ledger[entry.document_id].status == QUARANTINED:
-            report.quarantined.append(ledger[entry.document_id])
-        processed.delete_prefix(
-            layout.chunks_prefix(shard, entry.document_id),
-            keep=layout.chunks(shard, entry.document_id, entry.content_fp),
-        )
 
     def jobs() -> Iterator[tuple[str, bytes, str]]:
         for entry in todo:
+            # A parse-ahead may have finished it while this step waited for the parser pool.
+            if (parsed := parsed_before(processed, layout, entry)) is not None:
+                report.recovered += 1
+                settle(entry, parsed)
+                continue
             try:
                 data = source.read(entry.document)
             except ObjectNotFound:
@@ -175,19 +182,12 @@ def chunk_shard(
         with open_parser(len(todo)) as parser:
             for doc_id, outcome in parser.map(jobs()):
                 entry = by_id[doc_id]
-                if isinstance(outcome, DocumentRejected):
-                    ledger[doc_id] = _quarantine(entry, outcome.reason, outcome.detail)
-                    report.quarantined.append(ledger[doc_id])
-                elif not outcome:
-                    ledger[doc_id] = _quarantine(entry, "no_text", "no text could be extracted")
-                    report.quarantined.append(ledger[doc_id])
-                else:
-                    table = chunk_rows(entry, outcome, layout.chunker_version)
-                    write_table(processed, layout.chunks(shard, doc_id, entry.content_fp), table)
-                    ledger[doc_id] = _chunked_entry(entry, table)
+                settled = record_outcome(processed, layout, entry, outcome, write_rejection=False)
+                if settled.status == CHUNKED:
+                    assert isinstance(outcome, list)
                     report.chunked.append(entry.document)
-                    report.chunks += ledger[doc_id].chunk_count
-                    report.characters += ledger[doc_id].characters
+                    report.chunks += settled.chunk_count
+                    report.characters += settled.characters
                     if len(report.preview) < 5:
                         report.preview.append(
                             {
@@ -196,10 +196,7 @@ def chunk_shard(
                                 "first": outcome[0].text[:200],
                             }
                         )
-                processed.delete_prefix(
-                    layout.chunks_prefix(shard, doc_id),
-                    keep=layout.chunks(shard, doc_id, entry.content_fp),
-                )
+                settle(entry, settled)
                 if on_document:
                     on_document(entry.document)
                 if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
@@ -209,6 +206,48 @@ def chunk_shard(
     save_ledger(processed, ledger_key, ledger.values())
     report.ledger = ledger
     return report
+
+
+def record_outcome(
+    processed: ObjectStore,
+    layout: ProcessedLayout,
+    entry: CatalogEntry,
+    outcome: list[ParsedChunk] | DocumentRejected,
+    *,
+    write_rejection: bool,
+) -> LedgerEntry:
+    """Store what parsing `entry` gave (its chunk table, or with `write_rejection` why there are
+    none) at its content-addressed place, and return the ledger entry that describes it."""
+    if isinstance(outcome, DocumentRejected):
+        reason, detail = outcome.reason, outcome.detail
+    elif not outcome:
+        reason, detail = "no_text", "no text could be extracted"
+    else:
+        table = chunk_rows(entry, outcome, layout.chunker_version)
+        write_table(
+            processed, layout.chunks(entry.shard, entry.document_id, entry.content_fp), table
+        )
+        return _chunked_entry(entry, table)
+    if write_rejection:
+        key = layout.rejection(entry.shard, entry.document_id, entry.content_fp)
+        processed.write(key, json.dumps({"reason": reason, "detail": detail}).encode())
+    return _quarantine(entry, reason, detail)
+
+
+def parsed_before(
+    processed: ObjectStore, layout: ProcessedLayout, entry: CatalogEntry
+) -> LedgerEntry | None:
+    """What an earlier parse of this very content gave (an interrupted run or a parse-ahead
+    wrote it), or None when it has not been parsed."""
+    shard, doc_id, content_fp = entry.shard, entry.document_id, entry.content_fp
+    table = read_table(processed, layout.chunks(shard, doc_id, content_fp))
+    if table is not None:
+        return _chunked_entry(entry, table)
+    try:
+        rejection = json.loads(processed.read(layout.rejection(shard, doc_id, content_fp)))
+    except ObjectNotFound:
+        return None
+    return _quarantine(entry, rejection["reason"], rejection["detail"])
 
 
 def _chunked_entry(entry: CatalogEntry, table: pa.Table) -> LedgerEntry:

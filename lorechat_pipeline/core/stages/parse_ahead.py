@@ -1,0 +1,163 @@
+"""Parse a shard's new and changed documents before its run, while another shard embeds.
+
+Embedding keeps both cores busy only while it runs; parsing the next shard in the parser
+workers at the same time fills the gaps. What a parse-ahead writes is exactly what the chunk
+stage would write (content-addressed chunk tables, or the reason a document has none), and the
+chunk stage adopts it instead of parsing again. It never writes ledgers or catalogs: the run of
+the shard still observes, decides and records everything, so a parse-ahead that is stopped, dies
+or guesses wrong (a document changed in between) costs time, never correctness.
+"""
+
+import logging
+import posixpath
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from lorechat_pipeline.core.catalog import CatalogEntry, build_entry, list_shard
+from lorechat_pipeline.core.ids import content_hash
+from lorechat_pipeline.core.layout import ProcessedLayout
+from lorechat_pipeline.core.ledger import load_ledger
+from lorechat_pipeline.core.parsing import ParserPool
+from lorechat_pipeline.core.stages.chunking import parsed_before, record_outcome
+from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.storage import ObjectInfo, ObjectNotFound, ObjectStore
+
+logger = logging.getLogger(__name__)
+
+# Opens the shared parser pool for `n` documents in the background turn (see parsing/turns.py);
+# yields None when `stop` was set before the pool became free.
+OpenBackgroundParser = Callable[[int, threading.Event], AbstractContextManager[ParserPool | None]]
+
+
+@dataclass
+class _Candidate:
+    info: ObjectInfo
+    sidecar: ObjectInfo | None
+    known: CatalogEntry | None  # the catalog's entry when the listing says the bytes are the same
+
+
+@dataclass
+class ParseAheadReport:
+    shard: str
+    parsed: int = 0  # documents whose chunks (or rejection) were written
+    stepped_aside: int = 0  # times a run's chunk step needed the pool first
+
+
+def parse_ahead(
+    source: ObjectStore,
+    processed: ObjectStore,
+    shard: str,
+    objects: Iterable[ObjectInfo],
+    *,
+    shard_count: int,
+    layout: ProcessedLayout,
+    max_document_bytes: int,
+    open_parser: OpenBackgroundParser,
+    stop: threading.Event,
+) -> ParseAheadReport:
+    """Parse what the shard's next run will have to parse, given a listing of the source."""
+    report = ParseAheadReport(shard)
+    candidates = list(
+        _candidates(
+            objects,
+            shard,
+            shard_count,
+            load_catalog(processed, shard),
+            {
+                d: e.content_fp
+                for d, e in load_ledger(processed, layout.chunk_ledger(shard)).items()
+            },
+            max_document_bytes,
+        )
+    )
+    remaining = iter(candidates)
+    exhausted = False
+    while candidates and not exhausted and not stop.is_set():
+        with open_parser(len(candidates), stop) as pool:
+            if pool is None:
+                break
+            entries: dict[str, CatalogEntry] = {}
+
+            def jobs(
+                pool: ParserPool = pool, entries: dict[str, CatalogEntry] = entries
+            ) -> Iterator[tuple[str, bytes, str]]:
+                nonlocal exhausted
+                while not stop.is_set():
+                    if pool.turns.should_step_aside():
+                        report.stepped_aside += 1
+                        return
+                    candidate = next(remaining, None)
+                    if candidate is None:
+                        exhausted = True
+                        return
+                    job = _prepare(source, processed, shard, layout, candidate)
+                    if job is not None:
+                        entry, data = job
+                        entries[entry.document_id] = entry
+                        yield entry.document_id, data, posixpath.basename(entry.document)
+
+            for doc_id, outcome in pool.map(jobs()):
+                record_outcome(
+                    processed, layout, entries.pop(doc_id), outcome, write_rejection=True
+                )
+                report.parsed += 1
+    return report
+
+
+def _candidates(
+    objects: Iterable[ObjectInfo],
+    shard: str,
+    shard_count: int,
+    catalog: dict[str, CatalogEntry],
+    chunked_fps: dict[str, str],
+    max_document_bytes: int,
+) -> Iterator[_Candidate]:
+    listing = list_shard(objects, shard, shard_count)
+    for key, info in sorted(listing.documents.items()):
+        if info.size > max_document_bytes:
+            continue  # its run quarantines it without reading it
+        sidecar = listing.sidecars.get(key)
+        known = catalog.get(key)
+        if known is not None and (known.etag, known.size, known.sidecar_etag) == (
+            info.etag,
+            info.size,
+            sidecar.etag if sidecar else None,
+        ):
+            if known.sidecar_error or chunked_fps.get(known.document_id) == known.content_fp:
+                continue
+        else:
+            known = None
+        yield _Candidate(info, sidecar, known)
+
+
+def _prepare(
+    source: ObjectStore,
+    processed: ObjectStore,
+    shard: str,
+    layout: ProcessedLayout,
+    candidate: _Candidate,
+) -> tuple[CatalogEntry, bytes] | None:
+    """The catalog entry the shard's observation will record for these bytes, and the bytes;
+    None when there is nothing to parse."""
+    info, sidecar = candidate.info, candidate.sidecar
+    try:
+        data, version_id = source.read_versioned(info.key)
+        if candidate.known is not None and content_hash(data) == candidate.known.content_hash:
+            entry = candidate.known
+        else:
+            sidecar_data = source.read(sidecar.key) if sidecar else None
+            entry = build_entry(
+                info,
+                shard,
+                data=data,
+                version_id=version_id,
+                sidecar=sidecar,
+                sidecar_data=sidecar_data,
+            )
+    except ObjectNotFound:
+        return None  # deleted since the listing: its run records that
+    if entry.sidecar_error or parsed_before(processed, layout, entry) is not None:
+        return None
+    return entry, data
