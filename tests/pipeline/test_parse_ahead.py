@@ -47,10 +47,10 @@ def test_parse_ahead_builds_the_same_index_and_later_runs_adopt_its_work(
     assert len(steps) == len(summary.shards_run)
     # The first run parses its own shard; every later one finds most of its documents parsed.
     assert steps[0]["documents_recovered"] == 0
-    parsed_in_runs = sum(int(step["documents_chunked"]) for step in steps)  # type: ignore[call-overload]
+    chunked = sum(int(step["documents_chunked"]) for step in steps)  # type: ignore[call-overload]
     adopted = sum(int(step["documents_recovered"]) for step in steps)  # type: ignore[call-overload]
-    assert parsed_in_runs + adopted == 40
-    assert adopted > 0
+    assert chunked == 40  # adopted documents count as chunked by their run (metrics, UI)
+    assert 0 < adopted < 40
     serial_steps = chunk_step_metadata(serial, serial_summary.run_ids)
     assert sum(int(s["documents_recovered"]) for s in serial_steps) == 0  # type: ignore[call-overload]
 

@@ -40,7 +40,7 @@ class ChunkingReport:
     shard: str
     chunked: list[str] = field(default_factory=list)
     quarantined: list[LedgerEntry] = field(default_factory=list)
-    recovered: int = 0  # parsed before this step: by a parse-ahead or an interrupted run
+    recovered: int = 0  # of those chunked or quarantined, parsed earlier (parse-ahead, crash)
     removed: int = 0
     skipped_changed: list[str] = field(default_factory=list)
     chunks: int = 0
@@ -135,6 +135,15 @@ def chunk_shard(
             keep=layout.chunks(shard, entry.document_id, entry.content_fp),
         )
 
+    def adopt(entry: CatalogEntry, parsed: LedgerEntry) -> None:
+        # Chunked by this step all the same: the parse just happened earlier.
+        report.recovered += 1
+        if parsed.status == CHUNKED:
+            report.chunked.append(entry.document)
+            report.chunks += parsed.chunk_count
+            report.characters += parsed.characters
+        settle(entry, parsed)
+
     todo: list[CatalogEntry] = []
     for entry in sorted(by_id.values(), key=lambda e: e.document):
         done = ledger.get(entry.document_id)
@@ -152,8 +161,7 @@ def chunk_shard(
         elif entry.sidecar_error:
             settle(entry, _quarantine(entry, "invalid_metadata_sidecar", entry.sidecar_error))
         elif (parsed := parsed_before(processed, layout, entry)) is not None:
-            report.recovered += 1
-            settle(entry, parsed)
+            adopt(entry, parsed)
         else:
             todo.append(entry)
 
@@ -161,8 +169,7 @@ def chunk_shard(
         for entry in todo:
             # A parse-ahead may have finished it while this step waited for the parser pool.
             if (parsed := parsed_before(processed, layout, entry)) is not None:
-                report.recovered += 1
-                settle(entry, parsed)
+                adopt(entry, parsed)
                 continue
             try:
                 data = source.read(entry.document)
