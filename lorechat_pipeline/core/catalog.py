@@ -99,6 +99,14 @@ class CatalogEntry:
     sidecar_error: str | None = None
     content_fp: str = field(default="")
 
+    def listed_unchanged(self, info: ObjectInfo, sidecar: ObjectInfo | None) -> bool:
+        """The listing shows the same bytes and sidecar this entry was made from (ETag, size)."""
+        return (self.etag, self.size, self.sidecar_etag) == (
+            info.etag,
+            info.size,
+            sidecar.etag if sidecar else None,
+        )
+
     def with_fingerprint(self) -> "CatalogEntry":
         return replace(
             self,

@@ -38,16 +38,9 @@ def listing_differs(
 ) -> bool:
     if documents.keys() != catalog.keys():
         return True
-    for key, info in documents.items():
-        entry = catalog[key]
-        sidecar = sidecars.get(key)
-        if (entry.etag, entry.size, entry.sidecar_etag) != (
-            info.etag,
-            info.size,
-            sidecar.etag if sidecar else None,
-        ):
-            return True
-    return False
+    return not all(
+        catalog[key].listed_unchanged(info, sidecars.get(key)) for key, info in documents.items()
+    )
 
 
 def unsettled_reason(

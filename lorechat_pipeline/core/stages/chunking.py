@@ -241,6 +241,14 @@ def record_outcome(
     return _quarantine(entry, reason, detail)
 
 
+def is_parsed(processed: ObjectStore, layout: ProcessedLayout, entry: CatalogEntry) -> bool:
+    """Whether `parsed_before` would find something, without reading it."""
+    shard, doc_id, content_fp = entry.shard, entry.document_id, entry.content_fp
+    return processed.exists(layout.chunks(shard, doc_id, content_fp)) or processed.exists(
+        layout.rejection(shard, doc_id, content_fp)
+    )
+
+
 def parsed_before(
     processed: ObjectStore, layout: ProcessedLayout, entry: CatalogEntry
 ) -> LedgerEntry | None:

@@ -118,6 +118,31 @@ def head_keys(
     return listing
 
 
+def read_entry(
+    source: ObjectStore,
+    info: ObjectInfo,
+    sidecar: ObjectInfo | None,
+    shard: str,
+    max_document_bytes: int,
+) -> tuple[CatalogEntry, bytes | None]:
+    """Read a listed document (and its sidecar) into its catalog entry; the bytes are None when
+    the document is too large to read. Raises ObjectNotFound when it is gone."""
+    data: bytes | None = None
+    version_id = None
+    if info.size <= max_document_bytes:
+        data, version_id = source.read_versioned(info.key)
+    sidecar_data = source.read(sidecar.key) if sidecar else None
+    entry = build_entry(
+        info,
+        shard,
+        data=data,
+        version_id=version_id,
+        sidecar=sidecar,
+        sidecar_data=sidecar_data,
+    )
+    return entry, data
+
+
 def observe_shard(
     source: ObjectStore,
     processed: ObjectStore,
@@ -148,32 +173,16 @@ def observe_shard(
     for key, info in sorted(found.documents.items()):
         sidecar = found.sidecars.get(key)
         before = previous.get(key)
-        if (
-            before is not None
-            and before.etag == info.etag
-            and before.size == info.size
-            and before.sidecar_etag == (sidecar.etag if sidecar else None)
-        ):
+        if before is not None and before.listed_unchanged(info, sidecar):
             entries[key] = before  # same ETag and size: the bytes have not changed
             continue
         try:
-            data: bytes | None = None
-            version_id = None
-            if info.size <= max_document_bytes:
-                data, version_id = source.read_versioned(key)
-                bytes_hashed += len(data)
-            sidecar_data = source.read(sidecar.key) if sidecar else None
+            entry, data = read_entry(source, info, sidecar, shard, max_document_bytes)
         except ObjectNotFound:
             logger.info("%s disappeared while it was being observed", key)
             continue
-        entries[key] = build_entry(
-            info,
-            shard,
-            data=data,
-            version_id=version_id,
-            sidecar=sidecar,
-            sidecar_data=sidecar_data,
-        )
+        bytes_hashed += len(data or b"")
+        entries[key] = entry
     diff = diff_catalogs(previous, entries)
     refused: str | None = None
     if guard is not None and keys is None:

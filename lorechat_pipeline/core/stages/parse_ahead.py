@@ -8,23 +8,19 @@ the shard still observes, decides and records everything, so a parse-ahead that 
 or guesses wrong (a document changed in between) costs time, never correctness.
 """
 
-import logging
 import posixpath
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from lorechat_pipeline.core.catalog import CatalogEntry, build_entry, list_shard
-from lorechat_pipeline.core.ids import content_hash
+from lorechat_pipeline.core.catalog import CatalogEntry, list_shard
 from lorechat_pipeline.core.layout import ProcessedLayout
 from lorechat_pipeline.core.ledger import load_ledger
 from lorechat_pipeline.core.parsing import ParserPool
-from lorechat_pipeline.core.stages.chunking import parsed_before, record_outcome
-from lorechat_pipeline.core.stages.observation import load_catalog
+from lorechat_pipeline.core.stages.chunking import is_parsed, record_outcome
+from lorechat_pipeline.core.stages.observation import load_catalog, read_entry
 from lorechat_pipeline.core.storage import ObjectInfo, ObjectNotFound, ObjectStore
-
-logger = logging.getLogger(__name__)
 
 # Opens the shared parser pool for `n` documents in the background turn (see parsing/turns.py);
 # yields None when `stop` was set before the pool became free.
@@ -32,17 +28,9 @@ OpenBackgroundParser = Callable[[int, threading.Event], AbstractContextManager[P
 
 
 @dataclass
-class _Candidate:
-    info: ObjectInfo
-    sidecar: ObjectInfo | None
-    known: CatalogEntry | None  # the catalog's entry when the listing says the bytes are the same
-
-
-@dataclass
 class ParseAheadReport:
     shard: str
     parsed: int = 0  # documents whose chunks (or rejection) were written
-    stepped_aside: int = 0  # times a run's chunk step needed the pool first
 
 
 def parse_ahead(
@@ -86,13 +74,12 @@ def parse_ahead(
                 nonlocal exhausted
                 while not stop.is_set():
                     if pool.turns.should_step_aside():
-                        report.stepped_aside += 1
                         return
                     candidate = next(remaining, None)
                     if candidate is None:
                         exhausted = True
                         return
-                    job = _prepare(source, processed, shard, layout, candidate)
+                    job = _prepare(source, processed, shard, layout, max_document_bytes, candidate)
                     if job is not None:
                         entry, data = job
                         entries[entry.document_id] = entry
@@ -113,23 +100,20 @@ def _candidates(
     catalog: dict[str, CatalogEntry],
     chunked_fps: dict[str, str],
     max_document_bytes: int,
-) -> Iterator[_Candidate]:
+) -> Iterator[tuple[ObjectInfo, ObjectInfo | None]]:
+    """(document, sidecar) of what the shard's run will have to parse, by the listing."""
     listing = list_shard(objects, shard, shard_count)
     for key, info in sorted(listing.documents.items()):
         if info.size > max_document_bytes:
             continue  # its run quarantines it without reading it
         sidecar = listing.sidecars.get(key)
         known = catalog.get(key)
-        if known is not None and (known.etag, known.size, known.sidecar_etag) == (
-            info.etag,
-            info.size,
-            sidecar.etag if sidecar else None,
-        ):
-            if known.sidecar_error or chunked_fps.get(known.document_id) == known.content_fp:
-                continue
-        else:
-            known = None
-        yield _Candidate(info, sidecar, known)
+        settled = known is not None and (
+            known.sidecar_error or chunked_fps.get(known.document_id) == known.content_fp
+        )
+        if known is not None and known.listed_unchanged(info, sidecar) and settled:
+            continue
+        yield info, sidecar
 
 
 def _prepare(
@@ -137,27 +121,15 @@ def _prepare(
     processed: ObjectStore,
     shard: str,
     layout: ProcessedLayout,
-    candidate: _Candidate,
+    max_document_bytes: int,
+    candidate: tuple[ObjectInfo, ObjectInfo | None],
 ) -> tuple[CatalogEntry, bytes] | None:
     """The catalog entry the shard's observation will record for these bytes, and the bytes;
     None when there is nothing to parse."""
-    info, sidecar = candidate.info, candidate.sidecar
     try:
-        data, version_id = source.read_versioned(info.key)
-        if candidate.known is not None and content_hash(data) == candidate.known.content_hash:
-            entry = candidate.known
-        else:
-            sidecar_data = source.read(sidecar.key) if sidecar else None
-            entry = build_entry(
-                info,
-                shard,
-                data=data,
-                version_id=version_id,
-                sidecar=sidecar,
-                sidecar_data=sidecar_data,
-            )
+        entry, data = read_entry(source, *candidate, shard, max_document_bytes)
     except ObjectNotFound:
         return None  # deleted since the listing: its run records that
-    if entry.sidecar_error or parsed_before(processed, layout, entry) is not None:
+    if data is None or entry.sidecar_error or is_parsed(processed, layout, entry):
         return None
     return entry, data
