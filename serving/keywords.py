@@ -20,6 +20,7 @@ import unicodedata
 from array import array
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import Stemmer
@@ -148,10 +149,26 @@ class KeywordIndex:
         self.weights = (frequencies * (K1 + 1) / (frequencies + norms[self.rows])).astype(
             np.float32
         )
+        # Each term's largest weight: what the term can add to any row, times its idf.
+        self.max_weights = (
+            np.maximum.reduceat(self.weights, self.starts[:-1])
+            if len(self.weights)
+            else np.empty(0, np.float32)
+        )
+        # Common terms (in more than an eighth of the rows) also get their weights laid out by
+        # row, so pruned searches look a row up in one step: each costs 4 bytes per row, at
+        # most four times the term's postings.
+        self.common_weights: dict[int, np.ndarray] = {}
+        for term_id in np.flatnonzero(np.diff(self.starts) > self.size // 8):
+            start, end = self.starts[term_id], self.starts[term_id + 1]
+            by_row = np.zeros(self.size, np.float32)
+            by_row[self.rows[start:end]] = self.weights[start:end]
+            self.common_weights[int(term_id)] = by_row
 
     @property
     def nbytes(self) -> int:
-        return int(self.rows.nbytes + self.weights.nbytes + self.starts.nbytes)
+        common = sum(by_row.nbytes for by_row in self.common_weights.values())
+        return int(self.rows.nbytes + self.weights.nbytes + self.starts.nbytes + common)
 
     def idf(self, postings: int) -> float:
         return float(np.log(1 + (self.documents - postings + 0.5) / (postings + 0.5)))
@@ -161,21 +178,36 @@ class KeywordIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and rows of the k best-scoring rows, best first (ties by row); `allowed`: a
         boolean mask over rows a hit must be in."""
-        wanted = Counter(self.analyzer.terms(text, remember=False))
-        slices: list[np.ndarray] = []
-        contributions: list[np.ndarray] = []
-        for term, times in wanted.items():
+        postings: list[_Postings] = []
+        for term, times in Counter(self.analyzer.terms(text, remember=False)).items():
             term_id = self.term_ids.get(term)
             if term_id is None:
                 continue
             start, end = int(self.starts[term_id]), int(self.starts[term_id + 1])
-            slices.append(self.rows[start:end])
-            contributions.append(self.weights[start:end] * (self.idf(end - start) * times))
-        if not slices:
+            scale = self.idf(end - start) * times
+            postings.append(
+                _Postings(
+                    term_id,
+                    scale,
+                    self.rows[start:end],
+                    self.weights[start:end] * scale,
+                    float(self.max_weights[term_id]) * scale,
+                )
+            )
+        if not postings:
             return np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
-        rows = np.concatenate(slices)
-        weights = np.concatenate(contributions)
-        if len(slices) == 1:
+        found = self._search_pruned(postings, k, allowed)
+        if found is None:
+            found = self._search_every_match(postings, allowed)
+        return _best(*found, k)
+
+    def _search_every_match(
+        self, postings: list["_Postings"], allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows matching any term and their scores."""
+        rows = np.concatenate([term.rows for term in postings])
+        weights = np.concatenate([term.contributions for term in postings])
+        if len(postings) == 1:
             matched, scores = rows.astype(np.int64), weights
         elif len(rows) > self.size // 8:  # common terms: one pass over every row is cheaper
             totals = np.bincount(rows, weights=weights, minlength=self.size)
@@ -187,8 +219,57 @@ class KeywordIndex:
         if allowed is not None:
             keep = allowed[matched]
             matched, scores = matched[keep], scores[keep]
-        if len(matched) > k:
-            best = np.argpartition(-scores, k - 1)[:k]
-            matched, scores = matched[best], scores[best]
-        order = np.lexsort((matched, -scores))
-        return scores[order].astype(np.float32), matched[order].astype(np.int64)
+        return scores, matched
+
+    def _search_pruned(
+        self, postings: list["_Postings"], k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The top-k candidates without visiting the postings of common terms (MaxScore): rows
+        the rarer terms match are scored exactly, looking the common terms up for those rows
+        only; a row only common terms match scores at most the sum of their bounds, so when
+        that sum is below the k-th score found, no such row can make the top k. None when
+        pruning cannot decide."""
+        common = [term for term in postings if term.term_id in self.common_weights]
+        rare = [term for term in postings if term.term_id not in self.common_weights]
+        if not common or not rare:
+            return None
+        rows = np.concatenate([term.rows for term in rare])
+        # Each term's rows are ascending: a stable sort of their concatenation is a merge.
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        firsts = np.flatnonzero(np.diff(rows, prepend=-1))
+        matched = rows[firsts].astype(np.int64)
+        weights = np.concatenate([term.contributions for term in rare])[order]
+        scores = np.add.reduceat(weights.astype(np.float64), firsts)
+        if allowed is not None:
+            keep = allowed[matched]
+            matched, scores = matched[keep], scores[keep]
+        if len(matched) < k:
+            return None
+        for term in common:
+            scores += self.common_weights[term.term_id][matched] * term.scale
+        best = np.argpartition(-scores, k - 1)[:k]
+        scores, matched = scores[best], matched[best]
+        # The margin covers the bounds' float32 rounding.
+        if sum(term.bound for term in common) * (1 + 1e-6) >= scores.min():
+            return None
+        return scores, matched
+
+
+@dataclass(frozen=True)
+class _Postings:
+    """One query term's rows (ascending) and what it adds to each row's score."""
+
+    term_id: int
+    scale: float
+    rows: np.ndarray
+    contributions: np.ndarray
+    bound: float
+
+
+def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(rows) > k:
+        best = np.argpartition(-scores, k - 1)[:k]
+        rows, scores = rows[best], scores[best]
+    order = np.lexsort((rows, -scores))
+    return scores[order].astype(np.float32), rows[order].astype(np.int64)

@@ -1,6 +1,8 @@
 """Full-text search from the serving copy in memory: LanceDB's analysis, scores and rankings."""
 
+import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 from lorechat_pipeline.core.ids import document_id
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
-from serving.keywords import Analyzer, KeywordIndex
+from serving.keywords import K1, Analyzer, B, KeywordIndex
 from serving.resident import ResidentVectors, vectors_of
 from serving.search import (
     RESULT_COLUMNS,
@@ -165,3 +167,82 @@ def test_an_empty_corpus_matches_nothing() -> None:
     empty = KeywordIndex([])
     scores, found = empty.search("anything", 5)
     assert len(scores) == len(found) == 0
+
+
+def bm25_by_hand(texts: list[str], query: str) -> dict[int, float]:
+    """Every matching row's BM25 score, computed term by term from the module's constants."""
+    analyzer = Analyzer()
+    documents = [Counter(analyzer.terms(text)) for text in texts]
+    lengths = [sum(terms.values()) for terms in documents]
+    counted = sum(1 for length in lengths if length)
+    average = sum(lengths) / counted
+    scores: dict[int, float] = {}
+    for term, times in Counter(analyzer.terms(query)).items():
+        having = sum(1 for terms in documents if term in terms)
+        idf = math.log(1 + (counted - having + 0.5) / (having + 0.5))
+        for row, terms in enumerate(documents):
+            if term in terms:
+                frequency = terms[term]
+                norm = K1 * (1 - B + B * lengths[row] / average)
+                part = frequency * (K1 + 1) / (frequency + norm)
+                scores[row] = scores.get(row, 0.0) + idf * part * times
+    return scores
+
+
+def test_pruning_common_terms_keeps_the_exact_top_k() -> None:
+    # Zipf-like word use: a handful of words are in most texts, most words in few.
+    chosen = random.Random(11)
+    vocabulary = [f"word{n}" for n in range(400)]
+    weights = [1 / (rank + 1) for rank in range(len(vocabulary))]
+    texts = [
+        " ".join(chosen.choices(vocabulary, weights, k=chosen.randint(5, 40))) for _ in range(3000)
+    ]
+    index = KeywordIndex(texts)
+    common = {index.term_ids[f"word{n}"] for n in range(3)}
+    assert common <= set(index.common_weights)  # the pruned path has work to do
+    mask = np.array([row % 3 != 0 for row in range(len(texts))])
+    pruned = 0
+    original = index._search_every_match
+    calls: list[int] = []
+
+    def counting(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    index._search_every_match = counting  # type: ignore[method-assign]
+    for n in range(60):
+        query = " ".join(
+            [f"word{chosen.randrange(3)}", f"word{chosen.randrange(30, 400)}"]
+            + [f"word{chosen.randrange(400)}" for _ in range(n % 3)]
+        )
+        expected = bm25_by_hand(texts, query)
+        for allowed in (None, mask):
+            before = len(calls)
+            scores, rows = index.search(query, 10, allowed)
+            pruned += len(calls) == before
+            eligible = {
+                row: score for row, score in expected.items() if allowed is None or allowed[row]
+            }
+            best = sorted(eligible.values(), reverse=True)[:10]
+            assert scores.tolist() == pytest.approx(best, rel=1e-5), query
+            for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+                assert eligible[row] == pytest.approx(score, rel=1e-5)
+    assert pruned > 60  # most searches were decided without visiting the common terms
+
+
+def test_a_common_term_that_could_still_win_is_not_pruned() -> None:
+    # "alpha" is in 11 of 80 texts (common: over an eighth), once as a short text of only
+    # alpha; "beta" is in 10 long texts. The alpha-only text outscores every beta text, so
+    # pruning must not decide from the beta texts alone.
+    filler = " ".join(f"filler{n}" for n in range(30))
+    texts = [f"beta {filler}"] * 10 + [f"alpha {filler}"] * 10 + ["alpha alpha alpha"]
+    texts += [f"other{n} {filler}" for n in range(59)]
+    index = KeywordIndex(texts)
+    assert index.term_ids["alpha"] in index.common_weights
+    assert index.term_ids["beta"] not in index.common_weights
+    expected = bm25_by_hand(texts, "alpha beta")
+    assert max(expected, key=expected.__getitem__) == 20  # the alpha-only text
+    scores, rows = index.search("alpha beta", 2)
+    assert rows.tolist()[0] == 20
+    assert scores.tolist() == pytest.approx([expected[row] for row in rows.tolist()], rel=1e-5)
+    assert scores[1] == pytest.approx(sorted(expected.values())[-2], rel=1e-5)
