@@ -4,7 +4,7 @@ and scaling curves. matplotlib comes with the bench-peers group; without it, no 
 from pathlib import Path
 from typing import Any
 
-from bench.report import LABELS, ingestion_rows
+from bench.report import LABELS, ingestion_rows, serving_loads
 
 
 def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
@@ -32,13 +32,9 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
 
     serving = (report.get("serving") or {}).get("result") or {}
     bars = [
-        (
-            f"{'1 client' if load == 'http_one_client' else str(serving['clients']) + ' clients'} "
-            f"{mode}",
-            figures,
-        )
-        for load in ("http_one_client", "http")
-        for mode, figures in serving.get(load, {}).items()
+        (f"{label} {mode}", figures)
+        for load, label in serving_loads(serving)
+        for mode, figures in serving[load].items()
     ]
     if bars:
         figure, axis = plt.subplots(figsize=(7, 3.5))

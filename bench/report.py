@@ -178,11 +178,11 @@ def render_serving(serving: dict[str, Any]) -> list[str]:
     )
     lines.append("")
     body = []
-    for load in ("http_one_client", "http"):
-        for mode, figures in result.get(load, {}).items():
+    for load, label in serving_loads(result):
+        for mode, figures in result[load].items():
             body.append(
                 [
-                    "1 client" if load == "http_one_client" else f"{result['clients']} clients",
+                    label,
                     mode,
                     figures["requests_per_second"],
                     figures["p50_ms"],
@@ -192,6 +192,12 @@ def render_serving(serving: dict[str, Any]) -> list[str]:
                 ]
             )
     lines += _table(["load", "mode", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"], body)
+    lines += [
+        "",
+        "One client: latency on an idle server. Two clients: latency and throughput together "
+        "(the targets' operating point on two cores). More clients: capacity, where latency "
+        "is mostly queueing.",
+    ]
     floor = result.get("in_process_floor")
     if floor:
         searches = floor["search_without_encode"]
@@ -265,3 +271,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "scale" in report:
         lines += render_scale(report["scale"])
     return "\n".join(lines)
+
+
+def serving_loads(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The serving report's load levels present in `result`, each with its label."""
+    loads = [
+        ("http_one_client", "1 client"),
+        ("http_two_clients", "2 clients"),
+        ("http", f"{result.get('clients')} clients"),
+    ]
+    return [(load, label) for load, label in loads if load in result]

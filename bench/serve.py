@@ -344,6 +344,11 @@ def main() -> None:
             "http_one_client": {
                 mode: drive(url, mode, 1, args.seconds, queries) for mode in ("dense", "hybrid")
             },
+            # Two: both cores busy with little queueing, where latency and throughput targets
+            # meet.
+            "http_two_clients": {
+                mode: drive(url, mode, 2, args.seconds, queries) for mode in ("dense", "hybrid")
+            },
             "http": {
                 mode: drive(url, mode, args.clients, args.seconds, queries)
                 for mode in ("dense", "hybrid")

@@ -190,7 +190,7 @@ class KeywordIndex:
                     term_id,
                     scale,
                     self.rows[start:end],
-                    self.weights[start:end] * scale,
+                    self.weights[start:end],
                     float(self.max_weights[term_id]) * scale,
                 )
             )
@@ -258,13 +258,18 @@ class KeywordIndex:
 
 @dataclass(frozen=True)
 class _Postings:
-    """One query term's rows (ascending) and what it adds to each row's score."""
+    """One query term's rows (ascending) and their weights; the term adds weight × scale (its
+    idf and how often the query has it) to a row's score, `bound` at most."""
 
     term_id: int
     scale: float
     rows: np.ndarray
-    contributions: np.ndarray
+    weights: np.ndarray
     bound: float
+
+    @property
+    def contributions(self) -> np.ndarray:
+        return self.weights * self.scale
 
 
 def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -98,6 +98,7 @@ class ResidentVectors:
             1 if self.centroids is None else max(1, math.ceil(len(self.centroids) * probe_share))
         )
         self.vectors = vectors
+        self.row_numbers = np.arange(self.size)
         self.rows = rows
         collections = rows.column("collection").to_pylist()
         self.collection_names = sorted(set(collections))
@@ -124,12 +125,13 @@ class ResidentVectors:
     def _candidates(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row numbers of the rows in the lists nearest to the query."""
         if self.centroids is None:
-            return self.vectors @ query, np.arange(self.size)
+            return self.vectors @ query, self.row_numbers
         closeness = self.centroids @ query
         probed = np.argpartition(-closeness, self.probes - 1)[: self.probes]
         starts, ends = self.bounds[probed], self.bounds[probed + 1]
-        scores = [self.vectors[start:end] @ query for start, end in zip(starts, ends, strict=True)]
-        rows = [np.arange(start, end) for start, end in zip(starts, ends, strict=True)]
+        spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        scores = [self.vectors[start:end] @ query for start, end in spans]
+        rows = [self.row_numbers[start:end] for start, end in spans]
         return np.concatenate(scores), np.concatenate(rows)
 
     def search(

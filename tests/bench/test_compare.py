@@ -315,3 +315,22 @@ def test_retrieval_quality_on_a_tiny_beir_folder(
         "ms_per_query": result["modes"]["keyword"]["ms_per_query"],
     }
     assert result["modes"]["hybrid"]["recall@100"] == pytest.approx(1.0)
+
+
+def test_the_serving_section_shows_every_load_measured() -> None:
+    figures = {"requests_per_second": 200.0, "p50_ms": 5.0, "p95_ms": 8.0, "p99_ms": 9.0}
+    result = {
+        "rows": 1000,
+        "clients": 16,
+        "seconds_per_mode": 1.0,
+        "query_encoder": "OnnxEmbedder",
+        "http_one_client": {"dense": {**figures, "errors": 0}},
+        "http_two_clients": {"hybrid": {**figures, "p50_ms": 7.5, "errors": 0}},
+        "http": {"dense": {**figures, "errors": 3}},
+    }
+    text = render_markdown({"serving": {"result": result}})
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "client" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["1 client", "2 clients", "16 clients"]
+    assert "| 2 clients | hybrid | 200" in rows[1]
+    assert "7.5" in rows[1]
+    assert rows[2].rstrip(" |").endswith("3")
