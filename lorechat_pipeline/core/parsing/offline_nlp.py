@@ -25,6 +25,8 @@ SPACY_EXCLUDE = ("ner", "lemmatizer", "attribute_ruler", "parser")
 # The statistical sentence segmenter in place of the dependency parser: 99.98% identical element
 # types on War and Peace (2 of 11,724 titles became narrative text) and ~25% faster parsing.
 SPACY_ENABLE = ("senter",)
+# What part-of-speech tags need (the senter has its own token-to-vector layer).
+TAGGING_PIPES = ("tok2vec", "tagger")
 
 _lock = threading.Lock()
 _installed = False
@@ -73,12 +75,16 @@ def install_offline_nlp() -> None:
         if _installed:
             return
         from unstructured.nlp import tokenize
+        from unstructured.partition import text_type
 
         tokenize._load_spacy_model = load_spacy_model
         # A model loaded (or a failure cached) before the swap must not survive it.
         tokenize._get_nlp.cache_clear()
         _unbatched_process = tokenize._process
         tokenize._process = _process
+        # The classifier's only part-of-speech reader (contains_verb) asks here, so a batch can
+        # leave tagging to the texts that need it.
+        text_type.pos_tag = tokenize.pos_tag = _pos_tag  # type: ignore[assignment]
         _installed = True
 
 
@@ -117,10 +123,59 @@ def _process_unbatched(text: str) -> Any:
     return _unbatched_process(text)
 
 
+class _TagsWanted(Exception):
+    """Raised by `_pos_tag` while a batch predicts which of its texts the classifier tags."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _pos_tag(text: str) -> list[tuple[str, str]]:
+    """Stands in for `unstructured.nlp.tokenize.pos_tag`: tags a batch's document on demand
+    (a batch tags up front only the texts it predicts the classifier will ask about)."""
+    if getattr(_batch, "predicting", False):
+        raise _TagsWanted(text)
+    doc = _process(text)
+    if not doc.has_annotation("TAG"):
+        _tag([doc])
+    return [(token.text, token.tag_) for token in doc]
+
+
+def _tag(docs: list[Any]) -> None:
+    """Part-of-speech tags on documents that have only their tokens and sentences."""
+    from unstructured.nlp import tokenize
+
+    nlp = tokenize._get_nlp()
+    untagging = [name for name in nlp.pipe_names if name not in TAGGING_PIPES]
+    for _ in nlp.pipe(docs, disable=untagging):
+        pass
+
+
+def _would_ask_for_tags(text: str) -> str | None:
+    """The text the element classifier would tag when classifying `text`, if any: the
+    classifier itself runs, on the tokens and sentences already computed, until it asks."""
+    from unstructured.partition.text import element_from_text
+
+    _batch.predicting = True
+    try:
+        element_from_text(text)
+    except _TagsWanted as wanted:
+        return wanted.text
+    except Exception:  # only a prediction: the real classification reports it
+        return None
+    finally:
+        _batch.predicting = False
+    return None
+
+
 class _Prefetcher:
     """Answers requests that follow `texts` in order, a window at a time; anything else falls
     back. A cursor (not a text -> position map) keeps repeated texts, like a "CHAPTER I" in
-    every book of a novel, from sending it back to their first occurrence."""
+    every book of a novel, from sending it back to their first occurrence.
+
+    A window is segmented into sentences first (a small model of its own); tagging, which costs
+    several times more, runs only on the texts the classifier will read tags of: most
+    paragraphs of two or more sentences are narrative text without a tag being read."""
 
     LOOKAHEAD = 16  # texts the classifier may skip (empty bullets, furniture) between requests
 
@@ -146,7 +201,9 @@ class _Prefetcher:
             if len(t) <= self._nlp.max_length
         ]
         self._next = start + PREFETCH_WINDOW
-        self._docs = dict(zip(window, self._nlp.pipe(window), strict=True))
+        self._docs = dict(zip(window, self._nlp.pipe(window, disable=TAGGING_PIPES), strict=True))
+        wanted = {_would_ask_for_tags(t) for t in self._docs}
+        _tag([doc for t, doc in self._docs.items() if t in wanted])
         return self._docs[text]
 
 

@@ -130,6 +130,9 @@ def parse_and_chunk(
 
 # --- partitioning ------------------------------------------------------------------------------
 
+# unstructured detects each document's language (a tenth of a text file's parsing time) only to
+# label its elements, and nothing here reads the label: [""] is its documented way to skip it.
+NO_LANGUAGE_DETECTION = [""]
 _UTF8 = {"encoding": "utf-8"}
 _NO_ATTACHMENTS = {"process_attachments": False}  # attachments are documents of their own
 PARTITIONERS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -175,7 +178,10 @@ def _partition(
         with batched_nlp(expected):
             elements = list(
                 function(
-                    file=io.BytesIO(payload), metadata_filename=filename, **PARTITIONERS[kind][2]
+                    file=io.BytesIO(payload),
+                    metadata_filename=filename,
+                    languages=NO_LANGUAGE_DETECTION,
+                    **PARTITIONERS[kind][2],
                 )
             )
         return _unescape_json(elements) if kind in ("json", "ndjson") else elements

@@ -1,0 +1,108 @@
+"""unstructured's element classifier reading spaCy results computed in batches: the same
+elements as its own one-text-at-a-time path, with part-of-speech tagging only where the
+classifier reads it."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from lorechat_pipeline.core.parsing.offline_nlp import (
+    _pos_tag,
+    _Prefetcher,
+    batched_nlp,
+    install_offline_nlp,
+)
+from lorechat_pipeline.core.parsing.partition import _text_paragraphs
+
+DOCUMENT = """\
+Installing the Command Line Tools
+
+The installer checks your system first. It then copies the files into place, and
+it asks before replacing anything you changed. Nothing is removed without a prompt.
+
+Run the installer
+
+CHAPTER TWO: WHAT CAN GO WRONG
+
+WARNING. DO NOT UNPLUG THE DEVICE.
+
+Configuration files live under the home folder.
+
+1. Open a terminal.
+
+- Copy the example file
+- Edit it to taste
+
+>>> import installer
+>>> installer.run(dry_run=True)
+
+Questions? Write to us.
+
+help@example.org
+
+Doylestown, PA 18901
+
+2024
+
+The tool keeps a log. Each run appends to it, so the log grows over time; rotate it
+monthly. Older logs are compressed.
+"""
+
+
+def clear_unstructured_caches() -> None:
+    from unstructured.nlp import tokenize
+
+    for cached in (tokenize._tokenize_for_cache, tokenize.word_tokenize, tokenize._process_cached):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def fresh_caches() -> Iterator[None]:
+    install_offline_nlp()
+    clear_unstructured_caches()
+    yield
+    clear_unstructured_caches()
+
+
+def elements(text: str) -> list[tuple[str, str]]:
+    from unstructured.partition.text import partition_text
+
+    return [(type(e).__name__, e.text) for e in partition_text(text=text)]
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_batched_classification_equals_unstructureds_own() -> None:
+    with batched_nlp(_text_paragraphs(DOCUMENT.encode())):
+        batched = elements(DOCUMENT)
+    clear_unstructured_caches()
+    alone = elements(DOCUMENT)
+    assert batched == alone
+    kinds = {kind for kind, _ in alone}
+    # The sample reaches every branch that matters here, tagged or not.
+    assert {"Title", "NarrativeText", "ListItem", "EmailAddress", "Address"} <= kinds
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_only_texts_whose_tags_are_read_are_tagged() -> None:
+    from unstructured.nlp import tokenize
+
+    texts = _text_paragraphs(DOCUMENT.encode())
+    prefetcher = _Prefetcher(tokenize._get_nlp(), tokenize._process, texts)
+    docs = {text: prefetcher(text) for text in texts[:1]} | prefetcher._docs
+    several_sentences = next(t for t in texts if t.startswith("The installer checks"))
+    one_sentence = "Configuration files live under the home folder."
+    assert list(docs[several_sentences].sents)[1].text.startswith("It then copies")
+    assert not docs[several_sentences].has_annotation("TAG")  # narrative without its tags
+    assert docs[one_sentence].has_annotation("TAG")  # "contains a verb?" reads them
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_tags_read_from_an_untagged_document_are_computed_then() -> None:
+    from unstructured.nlp import tokenize
+
+    text = "The tool keeps a log. Each run appends to it."
+    expected = [(token.text, token.tag_) for token in tokenize._get_nlp()(text)]
+    with batched_nlp([text]):
+        assert not tokenize._process(text).has_annotation("TAG")
+        assert _pos_tag(text) == expected
+    assert any(tag.startswith("VB") for _, tag in expected)
