@@ -29,9 +29,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def cpu_seconds() -> float:
+    """CPU time of this process and all it started: reaped children from rusage, and the ones
+    still running (the parser pool's workers live across the whole ingest) from /proc."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    reaped = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return reaped + live_descendants_cpu_seconds(os.getpid())
+
+
+def live_descendants_cpu_seconds(root: int) -> float:
+    """CPU time of the running descendants of `root`, with what their own reaped children
+    used (Linux /proc; 0 elsewhere)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited while listed
+            continue
+        # The command name is in parentheses and may hold spaces: fields start after it.
+        fields = text[text.rindex(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    descendants, frontier = set(), [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        descendants.update(children)
+        frontier.extend(children)
+    return sum(ticks[pid] for pid in descendants) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb() -> tuple[float, float]:
