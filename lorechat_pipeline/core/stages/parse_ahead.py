@@ -8,6 +8,7 @@ the shard still observes, decides and records everything, so a parse-ahead that 
 or guesses wrong (a document changed in between) costs time, never correctness.
 """
 
+import functools
 import posixpath
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -60,37 +61,50 @@ def parse_ahead(
             max_document_bytes,
         )
     )
-    remaining = iter(candidates)
-    exhausted = False
-    while candidates and not exhausted and not stop.is_set():
+    prepare = functools.partial(_prepare, source, processed, shard, layout, max_document_bytes)
+    feed = _JobFeed(candidates, prepare, stop)
+    while not feed.exhausted and not stop.is_set():
         with open_parser(len(candidates), stop) as pool:
             if pool is None:
                 break
-            entries: dict[str, CatalogEntry] = {}
-
-            def jobs(
-                pool: ParserPool = pool, entries: dict[str, CatalogEntry] = entries
-            ) -> Iterator[tuple[str, bytes, str]]:
-                nonlocal exhausted
-                while not stop.is_set():
-                    if pool.turns.should_step_aside():
-                        return
-                    candidate = next(remaining, None)
-                    if candidate is None:
-                        exhausted = True
-                        return
-                    job = _prepare(source, processed, shard, layout, max_document_bytes, candidate)
-                    if job is not None:
-                        entry, data = job
-                        entries[entry.document_id] = entry
-                        yield entry.document_id, data, posixpath.basename(entry.document)
-
-            for doc_id, outcome in pool.map(jobs()):
+            for doc_id, outcome in pool.map(feed.jobs(pool)):
                 record_outcome(
-                    processed, layout, entries.pop(doc_id), outcome, write_rejection=True
+                    processed, layout, feed.entries.pop(doc_id), outcome, write_rejection=True
                 )
                 report.parsed += 1
     return report
+
+
+class _JobFeed:
+    """The candidates as parser jobs, across as many turns of the pool as it takes."""
+
+    def __init__(
+        self,
+        candidates: list[tuple[ObjectInfo, ObjectInfo | None]],
+        prepare: Callable[
+            [tuple[ObjectInfo, ObjectInfo | None]], tuple[CatalogEntry, bytes] | None
+        ],
+        stop: threading.Event,
+    ) -> None:
+        self._remaining = iter(candidates)
+        self._prepare = prepare
+        self._stop = stop
+        self.exhausted = not candidates
+        self.entries: dict[str, CatalogEntry] = {}  # sent to the pool, outcome not yet recorded
+
+    def jobs(self, pool: ParserPool) -> Iterator[tuple[str, bytes, str]]:
+        """Jobs until the candidates run out, `stop` is set, or a foreground step waits for
+        the pool (this turn ends; the next turn goes on where it stopped)."""
+        while not self._stop.is_set() and not pool.turns.should_step_aside():
+            candidate = next(self._remaining, None)
+            if candidate is None:
+                self.exhausted = True
+                return
+            job = self._prepare(candidate)
+            if job is not None:
+                entry, data = job
+                self.entries[entry.document_id] = entry
+                yield entry.document_id, data, posixpath.basename(entry.document)
 
 
 def _candidates(
