@@ -111,6 +111,13 @@ def retries(pipeline: Pipeline, run_id: str, step: str) -> int:
     return sum(1 for event in events if event.step_key == step)
 
 
+@pytest.fixture
+def encoder_calls_of_256(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shard's chunks in two calls of the encoder, so that the second one can fail."""
+    monkeypatch.setattr("lorechat_pipeline.core.stages.embedding.CHUNKS_PER_ENCODE", 256)
+
+
+@pytest.mark.usefixtures("encoder_calls_of_256")
 def test_embedding_failure_mid_batch_is_retried_or_leaves_the_index_unchanged(
     tmp_path: Path, clean: CleanIndexes
 ) -> None:

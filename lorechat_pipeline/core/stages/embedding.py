@@ -46,11 +46,12 @@ def embed_shard(
     chunk_ledger: dict[str, LedgerEntry],
     layout: ProcessedLayout,
     embedder: Embedder,
-    chunks_per_batch: int = CHUNKS_PER_ENCODE,
+    chunks_per_batch: int | None = None,
     count_tokens: Callable[[list[str]], int] | None = None,
     on_documents: Callable[[int], None] | None = None,
 ) -> EmbeddingReport:
     report = EmbeddingReport(shard)
+    chunks_per_batch = chunks_per_batch or CHUNKS_PER_ENCODE
     ledger_key = layout.embedding_ledger(shard)
     ledger = load_ledger(processed, ledger_key)
     wanted = {doc_id: e for doc_id, e in chunk_ledger.items() if e.status == CHUNKED}
