@@ -52,12 +52,14 @@ def live_descendants_cpu_seconds(root: int) -> float:
         pid = int(stat.parent.name)
         parents[pid] = int(fields[1])
         ticks[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    descendants, frontier = set(), [root]
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    descendants, frontier = [], [root]
     while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        descendants.update(children)
-        frontier.extend(children)
+        found = children.get(frontier.pop(), [])
+        descendants += found
+        frontier += found
     return sum(ticks[pid] for pid in descendants) / os.sysconf("SC_CLK_TCK")
 
 

@@ -46,12 +46,10 @@ def embed_shard(
     chunk_ledger: dict[str, LedgerEntry],
     layout: ProcessedLayout,
     embedder: Embedder,
-    chunks_per_batch: int | None = None,
     count_tokens: Callable[[list[str]], int] | None = None,
     on_documents: Callable[[int], None] | None = None,
 ) -> EmbeddingReport:
     report = EmbeddingReport(shard)
-    chunks_per_batch = chunks_per_batch or CHUNKS_PER_ENCODE
     ledger_key = layout.embedding_ledger(shard)
     ledger = load_ledger(processed, ledger_key)
     wanted = {doc_id: e for doc_id, e in chunk_ledger.items() if e.status == CHUNKED}
@@ -115,7 +113,7 @@ def embed_shard(
             continue  # chunk artifact gone (pruned by a newer run); the next run settles it
         pending.append((entry, chunks.select(["chunk_id", "text"])))
         pending_chunks += chunks.num_rows
-        if pending_chunks >= chunks_per_batch:
+        if pending_chunks >= CHUNKS_PER_ENCODE:
             flush()
             if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
                 save_ledger(processed, ledger_key, ledger.values())
