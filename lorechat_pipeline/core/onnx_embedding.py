@@ -3,10 +3,11 @@
 The serving container embeds one short query per request. Torch costs it ~700 MB of image and
 ~17 ms per query on two cores; onnxruntime runs the same graph in a few milliseconds from a
 ~100 MB install. Ingestion embeds documents with the same export (the same vectors, cosine ≥
-0.9999, ~1.5× the chunks per second of torch). The export is made where torch is available (the
-image's build stage, or the first run) into a cache keyed by model and export format, and records
-the id of the model it came from, so an index built by that model accepts it and any other index
-refuses it, exactly as with the torch embedder.
+0.9999, ~1.6× the chunks per second of torch, its operators fused by onnxruntime's transformer
+optimizer). The export is made where torch is available (the image's build stage, or the first
+run) into a cache keyed by model and export format, and records the id of the model it came from,
+so an index built by that model accepts it and any other index refuses it, exactly as with the
+torch embedder.
 
 Pooling and normalisation are done here in numpy; the export refuses models whose pipeline is
 not transformer → mean pooling → normalise, the only one this code reproduces.
@@ -14,6 +15,7 @@ not transformer → mean pooling → normalise, the only one this code reproduce
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,8 +36,11 @@ from lorechat_pipeline.core.embedding import (
     packaged_model_path,
 )
 
+logger = logging.getLogger(__name__)
+
 # 2: export.json records the size of each file, so a truncated or partial export is detected.
-EXPORT_FORMAT = 2
+# 3: the graph is exported with eager attention and fused by onnxruntime's transformer optimizer.
+EXPORT_FORMAT = 3
 EXPORT_INFO = "export.json"
 GRAPH = "model.onnx"
 TOKENIZER = "tokenizer.json"
@@ -56,6 +61,8 @@ class OnnxExportInfo:
     format: int = EXPORT_FORMAT
     # File name → size in bytes, checked on every read: a cut-short copy is not an export.
     files: dict[str, int] = field(default_factory=dict)
+    # Layers whose attention runs as onnxruntime's fused Attention operator (0: graph unfused).
+    fused_attention_layers: int = 0
 
     @classmethod
     def read(cls, folder: Path) -> "OnnxExportInfo":
@@ -127,17 +134,28 @@ def export_query_encoder(
                 token_type_ids=token_type_ids,
             ).last_hidden_state
 
-    with torch.no_grad():
-        torch.onnx.export(
-            LastHiddenState(transformer),
-            inputs,
-            str(destination / GRAPH),
-            input_names=list(INPUT_NAMES),
-            output_names=["last_hidden_state"],
-            dynamic_axes={name: axes for name in (*INPUT_NAMES, "last_hidden_state")},
-            opset_version=17,
-            dynamo=False,
-        )
+    unfused = destination / f"unfused-{GRAPH}"
+    # The eager attention graph is the one onnxruntime's transformer optimizer recognises (the
+    # SDPA export is not fused). The loaded model is shared within the process: restored after.
+    attention = getattr(transformer.config, "_attn_implementation", None)
+    transformer.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                LastHiddenState(transformer),
+                inputs,
+                str(unfused),
+                input_names=list(INPUT_NAMES),
+                output_names=["last_hidden_state"],
+                dynamic_axes={name: axes for name in (*INPUT_NAMES, "last_hidden_state")},
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        if attention is not None:
+            transformer.set_attn_implementation(attention)
+    feed = {name: sample[name].numpy() for name in INPUT_NAMES}
+    fused_layers = fuse_operators(unfused, destination / GRAPH, transformer.config, feed)
     tokenizer.backend_tokenizer.save(str(destination / TOKENIZER))
     getter = getattr(model, "get_embedding_dimension", None)
     getter = getter or model.get_sentence_embedding_dimension
@@ -146,10 +164,57 @@ def export_query_encoder(
         dimension=int(getter()),
         max_tokens=int(model.max_seq_length),
         files={name: (destination / name).stat().st_size for name in (GRAPH, TOKENIZER)},
+        fused_attention_layers=fused_layers,
     )
     # Written last: an export without its description is never taken for a whole one.
     (destination / EXPORT_INFO).write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
+
+
+# Fused and unfused graphs compute the same function in float32; they differ by rounding only.
+FUSION_TOLERANCE = 1e-4
+
+
+def fuse_operators(unfused: Path, destination: Path, config: Any, feed: dict[str, Any]) -> int:
+    """Write `unfused`'s graph to `destination` with onnxruntime's transformer fusions (attention,
+    embedding + layer norm, skip layer norm, bias + GELU as single operators: ~10% more chunks per
+    second on ingestion's batches), and return the fused attention layers.
+
+    The fused graph is kept only when it gives the unfused graph's outputs on `feed`; otherwise
+    (a model the optimizer misreads) the unfused graph is used as it is."""
+    import onnxruntime
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    try:
+        # Level 1 (basic) graph rewrites only: hardware-independent, so an export made on the
+        # image's build machine runs on any CPU.
+        optimized = optimize_model(
+            str(unfused),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=1,
+        )
+        optimized.save_model_to_file(str(destination))
+        fused_layers = int(optimized.get_fused_operator_statistics().get("Attention", 0))
+    except Exception as error:  # an optimisation only: the unfused graph still works
+        logger.warning("the ONNX graph was not fused (%s); using it unfused", error)
+        unfused.replace(destination)
+        return 0
+
+    def outputs(graph: Path) -> Any:
+        session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        return session.run(["last_hidden_state"], feed)[0]
+
+    difference = float(np.abs(outputs(destination) - outputs(unfused)).max())
+    if difference > FUSION_TOLERANCE:
+        logger.warning(
+            "the fused ONNX graph differs from the export by %.2g; using it unfused", difference
+        )
+        unfused.replace(destination)
+        return 0
+    unfused.unlink()
+    return fused_layers
 
 
 def export_cache_folder(cache: Path, model_id: str) -> Path:

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
+from lorechat_pipeline.core import onnx_embedding
 from lorechat_pipeline.core.embedding import Embedder
-from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, OnnxExportError
+from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, OnnxExportError, OnnxExportInfo
 from serving.query_encoder import QueryBatcher, batched, build_query_embedder, export_folder
 from serving.settings import QueryEncoder, ServingSettings
 
@@ -42,6 +44,32 @@ def test_onnx_vectors_match_the_ingestion_model(query_encoder_dir: Path, embedde
     # Batching and single queries agree (padding must not leak into the mean).
     single = np.stack([onnx.embed_query(text) for text in TEXTS])
     np.testing.assert_allclose(single, exported, atol=1e-5)
+
+
+def test_the_export_runs_every_layer_as_fused_operators(query_encoder_dir: Path) -> None:
+    info = OnnxExportInfo.read(query_encoder_dir)
+    assert info.fused_attention_layers == 6  # all-MiniLM-L6-v2 has six layers
+    operators = {node.op_type for node in onnx.load(query_encoder_dir / "model.onnx").graph.node}
+    assert {"Attention", "EmbedLayerNormalization", "SkipLayerNormalization"} <= operators
+    assert not (query_encoder_dir / "unfused-model.onnx").exists()
+
+
+def test_a_fused_graph_that_computes_otherwise_is_not_shipped(
+    tmp_path: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No fused graph is ever that close to the unfused one: the export must keep the unfused.
+    monkeypatch.setattr(onnx_embedding, "FUSION_TOLERANCE", -1.0)
+    info = onnx_embedding.export_query_encoder(tmp_path)
+    assert info.fused_attention_layers == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "export.json",
+        "model.onnx",
+        "tokenizer.json",
+    ]
+    operators = {node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node}
+    assert "Attention" not in operators
+    vectors = OnnxEmbedder(tmp_path).embed_documents(TEXTS)
+    assert (vectors * embedder.embed_documents(TEXTS)).sum(axis=1).min() >= 0.9999
 
 
 def test_the_default_exports_once_into_the_home_and_reuses_it(
