@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
@@ -60,7 +61,15 @@ from serving.models import (
 )
 from serving.observability import Metrics, request_id_var
 from serving.query_encoder import QueryBatcher, batched, build_query_embedder
-from serving.search import RESULT_COLUMNS, Hit, InvalidFilter, SearchMode, filter_sql, search
+from serving.search import (
+    RESULT_COLUMNS,
+    Hit,
+    InvalidFilter,
+    SearchMode,
+    filter_sql,
+    search,
+    search_copy,
+)
 from serving.settings import ApiKey, GeneratorKind, ServingSettings
 from serving.uploads import UploadRefused, presigned_upload, upload_client
 
@@ -434,7 +443,10 @@ def create_app(
         mode: SearchMode,
         filters: dict[str, Any] | None,
         collections: list[str] | None,
+        vector: np.ndarray | None = None,
     ) -> tuple[list[SearchHit], str]:
+        """A search on a worker thread: any version, any filter, LanceDB or Upstash (blocking
+        calls). `vector`: the query's embedding when already made."""
         where = filter_sql(filters, collections)
         served = found.reader.current()
 
@@ -445,7 +457,7 @@ def create_app(
             served.index,
             mode,
             query,
-            encode,
+            encode if vector is None else vector,
             k,
             where,
             nprobes=settings.search_nprobes,
@@ -454,6 +466,31 @@ def create_app(
             collections=collections,
         )
         return [to_hit(hit) for hit in hits], served.table
+
+    async def retrieve_on_loop(
+        found: Services,
+        query: str,
+        k: int,
+        mode: SearchMode,
+        filters: dict[str, Any] | None,
+        collections: list[str] | None,
+    ) -> tuple[list[SearchHit], str]:
+        """A search answered on the event loop when the served version's copy in memory can
+        answer it (no metadata filter, alias recently read): no thread hop for the request,
+        only the encoder's. Anything else goes to `retrieve` on a worker thread."""
+        filter_sql(filters, collections)  # a malformed filter is refused here, either way
+        served = None if filters else found.reader.current_if_checked()
+        copy = None if served is None else found.reader.resident_copy(served)
+        vector = None
+        if served is not None and copy is not None:
+            hits, vector = await search_copy(copy, mode, query, k, collections, found.query_encoder)
+            if hits is not None:
+                found.metrics.searches.labels("memory").inc()
+                return [to_hit(hit) for hit in hits], served.table
+        found.metrics.searches.labels("vector_store").inc()
+        return await run_in_threadpool(
+            retrieve, found, query, k, mode, filters, collections, vector
+        )
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     def healthz() -> dict[str, str]:
@@ -480,12 +517,14 @@ def create_app(
         )
 
     @app.post("/v1/search", tags=["search"], response_model=SearchResponse)
-    def search_endpoint(body: SearchRequest, key: Caller, request: Request) -> Response:
+    async def search_endpoint(body: SearchRequest, key: Caller, request: Request) -> Response:
         found = services(request)
         check_query(found.settings, body.query, body.k)
         collections = scope_collections(key, body.collection)
-        with found.admission.admit():
-            hits, table = retrieve(found, body.query, body.k, body.mode, body.filter, collections)
+        async with found.admission.admit():
+            hits, table = await retrieve_on_loop(
+                found, body.query, body.k, body.mode, body.filter, collections
+            )
         answer = SearchResponse(hits=hits, mode=body.mode, index_version=table)
         # Validated when made: returned as a model, FastAPI would validate it again before
         # serializing (a tenth of a search's Python time).

@@ -1,12 +1,13 @@
 """API keys (kept as SHA-256 digests, compared in constant time), per-key rate limits and
 admission control."""
 
+import asyncio
 import contextlib
 import hmac
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from serving.settings import ApiKey, hash_api_key
@@ -47,12 +48,18 @@ class Admission:
     def __init__(self, slots: int, queue_seconds: float) -> None:
         self.slots = slots
         self.queue_seconds = queue_seconds
-        self._semaphore = threading.BoundedSemaphore(slots)
+        # Searches are admitted on the event loop (the search endpoint is async).
+        self._semaphore = asyncio.BoundedSemaphore(slots)
 
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        if not self._semaphore.acquire(timeout=self.queue_seconds):
-            raise Overloaded()
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        if self._semaphore.locked():
+            try:
+                await asyncio.wait_for(self._semaphore.acquire(), self.queue_seconds)
+            except TimeoutError:
+                raise Overloaded() from None
+        else:
+            await self._semaphore.acquire()  # a free slot: no timer
         try:
             yield
         finally:

@@ -172,14 +172,24 @@ class IndexReader:
         self._track(served)
         return served
 
-    def current(self) -> ServedVersion:
+    def current_if_checked(self) -> ServedVersion | None:
+        """The version to serve when knowing it needs no I/O (the alias was read within
+        `alias_check_seconds`), else None: then `current()` reads the alias, in a thread."""
         switched = self._switch_if_warm()
         if switched is not None:
             return switched
         with self._lock:
             served, due = self._served, self._checked_at + self.settings.alias_check_seconds
+            return served if served is not None and time.monotonic() < due else None
+
+    def current(self) -> ServedVersion:
+        checked = self.current_if_checked()
+        if checked is not None:
+            return checked
+        with self._lock:
+            served, due = self._served, self._checked_at + self.settings.alias_check_seconds
             if served is not None and time.monotonic() < due:
-                return served
+                return served  # another thread read the alias meanwhile
             self._checked_at = time.monotonic()
         try:
             table = self.aliases.current_table()

@@ -69,3 +69,12 @@ class Metrics:
             "Searches turned away because the server was at capacity",
             registry=self.registry,
         )
+        # Where searches were answered: "memory" (the served version's copy, on the event
+        # loop) or "vector_store" (LanceDB or Upstash, on a worker thread: metadata filters,
+        # no copy yet, or a scope the copy's probed lists cannot fill).
+        self.searches = Counter(
+            "lorechat_searches",
+            "Searches by where they were answered",
+            ["answered_by"],
+            registry=self.registry,
+        )

@@ -7,9 +7,10 @@ or in a cache under LORECHAT_HOME, and made there on first use when torch is ins
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from lorechat_pipeline.core.onnx_embedding import (
 from serving.settings import QueryEncoder, ServingSettings
 
 logger = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 
 def export_folder(settings: ServingSettings, model_id: str) -> Path:
@@ -143,6 +145,26 @@ class QueryBatcher(Embedder):
         done: Future[np.ndarray] = Future()
         self._waiting.put((text, done))
         return done.result()
+
+    def submit_then(self, text: str, then: Callable[[np.ndarray], Result]) -> Future[Result]:
+        """Queue `text` for encoding now; the future gives `then(vector)`, run on the encoder
+        thread as soon as the vector is made. Work that releases the GIL (numpy's scoring of
+        vectors) thus runs beside the event loop instead of on it. A future cancelled before
+        its vector is made never runs `then`."""
+        result: Future[Result] = Future()
+
+        def carry_on(encoded: Future[np.ndarray]) -> None:
+            if not result.set_running_or_notify_cancel():
+                return  # the caller went away
+            try:
+                result.set_result(then(encoded.result()))
+            except BaseException as error:
+                result.set_exception(error)
+
+        done: Future[np.ndarray] = Future()
+        done.add_done_callback(carry_on)  # before queueing: so it runs on the encoder thread
+        self._waiting.put((text, done))
+        return result
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.embedder.embed_documents(texts)

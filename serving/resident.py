@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lorechat_pipeline.core.memory import release_unused_memory
 from lorechat_pipeline.core.vector_index import LanceVectorIndex
@@ -100,6 +101,11 @@ class ResidentVectors:
         self.vectors = vectors
         self.row_numbers = np.arange(self.size)
         self.rows = rows
+        # Each row's place in chunk id order: ties between equal scores are broken by chunk id
+        # (as LanceDB-backed fusion does) without reading the ids of every candidate.
+        self.chunk_id_ranks = np.empty(self.size, dtype=np.int32)
+        id_order = pc.sort_indices(rows.column("chunk_id")).to_numpy()
+        self.chunk_id_ranks[id_order] = np.arange(self.size, dtype=np.int32)
         collections = rows.column("collection").to_pylist()
         self.collection_names = sorted(set(collections))
         codes = {name: code for code, name in enumerate(self.collection_names)}
@@ -112,7 +118,7 @@ class ResidentVectors:
     @property
     def nbytes(self) -> int:
         keywords = self.keywords.nbytes if self.keywords is not None else 0
-        return int(self.vectors.nbytes + self.rows.nbytes + keywords)
+        return int(self.vectors.nbytes + self.rows.nbytes + self.chunk_id_ranks.nbytes + keywords)
 
     def _allowed(self, collections: Sequence[str] | None) -> list[int] | None:
         """Codes of the collections a hit may be in; None when every row qualifies."""
@@ -167,10 +173,6 @@ class ResidentVectors:
         return [
             ResidentHit(int(row), float(score)) for row, score in zip(rows, scores, strict=True)
         ]
-
-    def chunk_ids(self, rows: Sequence[int]) -> list[str]:
-        taken = self.rows.column("chunk_id").take(pa.array(rows, type=pa.int64()))
-        return [str(chunk_id) for chunk_id in taken.to_pylist()]
 
     def result_rows(self, hits: Sequence[ResidentHit]) -> list[dict[str, Any]]:
         taken = self.rows.take(pa.array([hit.row for hit in hits], type=pa.int64()))

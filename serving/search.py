@@ -4,6 +4,7 @@ Hybrid fuses the dense and full-text rankings by reciprocal rank fusion (RRF): r
 scores living on different scales, and no weights to tune per corpus.
 """
 
+import asyncio
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from lorechat_pipeline.core.backends.upstash_index import (
 )
 from lorechat_pipeline.core.index_protocol import VectorIndex
 from lorechat_pipeline.core.vector_index import LanceVectorIndex, SearchHit, sql_string
+from serving.query_encoder import QueryBatcher
 from serving.resident import ResidentHit, ResidentVectors
 
 RRF_K = 60
@@ -198,8 +200,8 @@ def fuse_resident(
     """reciprocal_rank_fusion over rows of the copy: the same scores and order (ties by chunk
     id), without building the rows of hits that are not returned."""
     scores = rrf_scores([hit.row for hit in ranking] for ranking in rankings)
-    chunk_ids = dict(zip(scores, resident.chunk_ids(list(scores)), strict=True))
-    best = sorted(scores, key=lambda row: (-scores[row], chunk_ids[row]))[:k]
+    id_ranks = resident.chunk_id_ranks
+    best = sorted(scores, key=lambda row: (-scores[row], id_ranks[row]))[:k]
     return [ResidentHit(row, scores[row]) for row in best]
 
 
@@ -260,6 +262,40 @@ def search(
     keyword_hits = _hybrid_pool.submit(keyword, index, text, depth, where)
     dense_hits = dense_ranking(embedded(), depth)
     return reciprocal_rank_fusion([dense_hits, keyword_hits.result()], k)
+
+
+async def search_copy(
+    resident: ResidentVectors,
+    mode: SearchMode,
+    text: str,
+    k: int,
+    collections: Sequence[str] | None,
+    encoder: QueryBatcher,
+) -> tuple[list[Hit] | None, np.ndarray | None]:
+    """`search` answered from the copy alone, on the event loop: (hits, the query's vector).
+    Hits are None when LanceDB must answer (too few rows of the scope in the probed lists, or
+    a copy without text); the vector, when made, is returned for that search.
+
+    The dense ranking runs on the encoder thread as soon as the vector is made (its scoring
+    releases the GIL, so it overlaps the loop's work), and the keyword ranking on the loop
+    while the query is encoded."""
+    if mode is SearchMode.KEYWORD:
+        return resident_keyword(resident, text, k, collections), None
+    depth = k if mode is SearchMode.DENSE else max(k * 4, 20)
+    ranked = encoder.submit_then(
+        text, lambda vector: (vector, resident.search(vector, depth, collections))
+    )
+    keyword_found = (
+        resident.keyword_search(text, depth, collections) if mode is SearchMode.HYBRID else None
+    )
+    vector, dense_found = await asyncio.wrap_future(ranked)
+    if dense_found is None:
+        return None, vector
+    if mode is SearchMode.DENSE:
+        return _hydrate(resident, dense_found), vector
+    if keyword_found is None:
+        return None, vector
+    return _hydrate(resident, fuse_resident([dense_found, keyword_found], k, resident)), vector
 
 
 class ModeUnavailable(InvalidFilter):

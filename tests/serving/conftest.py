@@ -100,9 +100,8 @@ def serve(built_index: BuiltIndex, query_encoder_dir: Path) -> Iterator[ServerFa
 
     def start(embedder_override: Any = None, **overrides: Any) -> RunningServer:
         overrides.setdefault("query_encoder_dir", query_encoder_dir)
-        settings = ServingSettings(
-            home=overrides.pop("home", built_index.home), alias_check_seconds=0, **overrides
-        )
+        overrides.setdefault("alias_check_seconds", 0)  # promotions seen at once
+        settings = ServingSettings(home=overrides.pop("home", built_index.home), **overrides)
         port = free_port()
         app = create_app(settings, embedder=embedder_override)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")

@@ -162,6 +162,45 @@ def test_a_failed_batch_fails_each_of_its_queries_and_not_the_next() -> None:
         batcher.close()
 
 
+def test_work_queued_after_a_query_runs_on_the_encoder_thread_with_its_vector() -> None:
+    inner = CountingEmbedder()
+    inner.gate.set()
+    batcher = QueryBatcher(inner, encoders=1)
+    try:
+        ran_on: list[str] = []
+
+        def then(vector: np.ndarray) -> float:
+            ran_on.append(threading.current_thread().name)
+            return float(vector[0]) * 10
+
+        assert batcher.submit_then("abc", then).result(30) == 30.0
+        assert ran_on == ["query-encoder-0"]  # not the caller's (the event loop's) thread
+        failing = batcher.submit_then("fail", then)
+        with pytest.raises(ValueError, match="cannot be encoded"):
+            failing.result(30)
+        broken = batcher.submit_then("ok", lambda vector: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            broken.result(30)
+    finally:
+        batcher.close()
+
+
+def test_work_after_a_query_whose_caller_went_away_is_skipped() -> None:
+    inner = CountingEmbedder()
+    batcher = QueryBatcher(inner, encoders=1)
+    try:
+        ran: list[np.ndarray] = []
+        abandoned = batcher.submit_then("gone", ran.append)
+        assert abandoned.cancel()  # the client disconnected while the encoder was busy
+        inner.gate.set()
+        assert batcher.submit_then("next", lambda vector: int(vector[0])).result(30) == 4
+        assert ran == []
+        # Encoded (it was queued), but nothing ran after it.
+        assert any("gone" in batch for batch in inner.batches)
+    finally:
+        batcher.close()
+
+
 def test_a_lone_query_goes_to_the_session_over_every_core() -> None:
     shared, solo = CountingEmbedder(), CountingEmbedder()
     solo.gate.set()

@@ -110,8 +110,20 @@ def wait_for_copy(server: RunningServer, rows: int) -> None:
 QUERIES = ["how do I bleed a radiator", "boiler pressure", "green tea", "solar panels", "bikes"]
 
 
+def searches_answered_by(server: RunningServer) -> dict[str, float]:
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+    return {
+        where: float(line.rsplit(" ", 1)[1])
+        for where in ("memory", "vector_store")
+        for line in metrics.splitlines()
+        if line.startswith(f'lorechat_searches_total{{answered_by="{where}"}}')
+    }
+
+
 def test_the_copy_answers_as_lancedb_does(serve: ServerFactory, built_index: BuiltIndex) -> None:
-    with_copy = serve()
+    # The alias read once a minute: searches need no I/O, and the copy answers on the loop.
+    with_copy = serve(alias_check_seconds=60)
     without_copy = serve(resident_vectors_mb=0)
     chunks = built_index.pipeline().open_current_index().count()
     wait_for_copy(with_copy, chunks)
@@ -135,6 +147,12 @@ def test_the_copy_answers_as_lancedb_does(serve: ServerFactory, built_index: Bui
                     [hit["score"] for hit in expected], abs=1e-4
                 )
                 assert got[0]["citation"] == expected[0]["citation"]
+    answered = searches_answered_by(with_copy)
+    # Each unscoped search from memory; a scope whose rows the probed lists cannot fill goes
+    # to LanceDB (with the vector already made).
+    assert answered.get("memory", 0) >= 2 * len(QUERIES)
+    assert answered.get("memory", 0) + answered.get("vector_store", 0) == 3 * len(QUERIES)
+    assert searches_answered_by(without_copy) == {"vector_store": 3 * len(QUERIES)}
 
 
 def test_rows_written_to_the_served_version_are_found_at_once(
