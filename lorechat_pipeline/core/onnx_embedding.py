@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -140,7 +141,11 @@ def export_query_encoder(
     attention = getattr(transformer.config, "_attn_implementation", None)
     transformer.set_attn_implementation("eager")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The tracer's notes on the model's Python branches and index ops: the export is
+            # checked against the model itself (tests/serving/test_query_encoder.py).
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", "Exporting aten::index operator", UserWarning)
             torch.onnx.export(
                 LastHiddenState(transformer),
                 inputs,
