@@ -85,6 +85,17 @@ class NotFound(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Retrieval:
+    """What a search or a chat question asks of the index, once checked."""
+
+    query: str
+    k: int
+    mode: SearchMode
+    filters: dict[str, Any] | None
+    collections: list[str] | None
+
+
 @dataclass
 class Services:
     settings: ServingSettings
@@ -437,60 +448,47 @@ def create_app(
         )
 
     def retrieve(
-        found: Services,
-        query: str,
-        k: int,
-        mode: SearchMode,
-        filters: dict[str, Any] | None,
-        collections: list[str] | None,
-        vector: np.ndarray | None = None,
+        found: Services, asked: Retrieval, vector: np.ndarray | None = None
     ) -> tuple[list[SearchHit], str]:
         """A search on a worker thread: any version, any filter, LanceDB or Upstash (blocking
         calls). `vector`: the query's embedding when already made."""
-        where = filter_sql(filters, collections)
+        where = filter_sql(asked.filters, asked.collections)
         served = found.reader.current()
 
         def encode() -> np.ndarray:
-            return found.query_encoder.embed_query(query)
+            return found.query_encoder.embed_query(asked.query)
 
         hits = search(
             served.index,
-            mode,
-            query,
+            asked.mode,
+            asked.query,
             encode if vector is None else vector,
-            k,
+            asked.k,
             where,
             nprobes=settings.search_nprobes,
             # Metadata filters go to LanceDB; the copy in memory knows only collections.
-            resident=None if filters else found.reader.resident_copy(served),
-            collections=collections,
+            resident=None if asked.filters else found.reader.resident_copy(served),
+            collections=asked.collections,
         )
         return [to_hit(hit) for hit in hits], served.table
 
-    async def retrieve_on_loop(
-        found: Services,
-        query: str,
-        k: int,
-        mode: SearchMode,
-        filters: dict[str, Any] | None,
-        collections: list[str] | None,
-    ) -> tuple[list[SearchHit], str]:
+    async def retrieve_on_loop(found: Services, asked: Retrieval) -> tuple[list[SearchHit], str]:
         """A search answered on the event loop when the served version's copy in memory can
         answer it (no metadata filter, alias recently read): no thread hop for the request,
         only the encoder's. Anything else goes to `retrieve` on a worker thread."""
-        filter_sql(filters, collections)  # a malformed filter is refused here, either way
-        served = None if filters else found.reader.current_if_checked()
+        filter_sql(asked.filters, asked.collections)  # a malformed filter is refused either way
+        served = None if asked.filters else found.reader.current_if_checked()
         copy = None if served is None else found.reader.resident_copy(served)
         vector = None
         if served is not None and copy is not None:
-            hits, vector = await search_copy(copy, mode, query, k, collections, found.query_encoder)
+            hits, vector = await search_copy(
+                copy, asked.mode, asked.query, asked.k, asked.collections, found.query_encoder
+            )
             if hits is not None:
                 found.metrics.searches.labels("memory").inc()
                 return [to_hit(hit) for hit in hits], served.table
         found.metrics.searches.labels("vector_store").inc()
-        return await run_in_threadpool(
-            retrieve, found, query, k, mode, filters, collections, vector
-        )
+        return await run_in_threadpool(retrieve, found, asked, vector)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     def healthz() -> dict[str, str]:
@@ -523,7 +521,7 @@ def create_app(
         collections = scope_collections(key, body.collection)
         async with found.admission.admit():
             hits, table = await retrieve_on_loop(
-                found, body.query, body.k, body.mode, body.filter, collections
+                found, Retrieval(body.query, body.k, body.mode, body.filter, collections)
             )
         answer = SearchResponse(hits=hits, mode=body.mode, index_version=table)
         # Validated when made: returned as a model, FastAPI would validate it again before
@@ -543,7 +541,9 @@ def create_app(
             raise InvalidFilter("messages must contain a user message")
         check_query(found.settings, question, body.k)
         collections = scope_collections(key, body.collection)
-        hits, table = retrieve(found, question, body.k, SearchMode.HYBRID, None, collections)
+        hits, table = retrieve(
+            found, Retrieval(question, body.k, SearchMode.HYBRID, None, collections)
+        )
         generator = found.generator
         if not body.stream:
             answer = generator.complete(body.messages, hits)
