@@ -79,7 +79,14 @@ def measure_resident_copy(
     from serving.resident import ResidentVectors
 
     threadpool_limits(1, user_api="blas")  # as the server runs
-    rows = pa.table({"row": np.arange(len(data)), "collection": ["scale"] * len(data)})
+    rows = pa.table(
+        {
+            "row": np.arange(len(data)),
+            # Ids as the pipeline makes them (document digest # ordinal): the copy ranks them.
+            "chunk_id": [f"{row // 10:016x}#{row % 10:05d}" for row in range(len(data))],
+            "collection": ["scale"] * len(data),
+        }
+    )
     before = current_rss_mb()
     started = time.perf_counter()
     copy = ResidentVectors(("scale", 1), data, rows)
