@@ -175,6 +175,11 @@ def keyword(index: LanceVectorIndex, text: str, k: int, where: str | None) -> li
     return [Hit(row["chunk_id"], float(row.pop("_score")), row) for row in rows]
 
 
+def fusion_depth(k: int) -> int:
+    """How deep each ranking goes before fusion: deeper than returned, as RRF needs overlap."""
+    return max(k * 4, 20)
+
+
 def rrf_scores(rankings: Iterable[Iterable[Key]]) -> dict[Key, float]:
     """Each item's reciprocal rank fusion score over the rankings it appears in."""
     scores: dict[Key, float] = {}
@@ -245,7 +250,7 @@ def search(
 
     if mode is SearchMode.DENSE:
         return dense_ranking(embedded(), k)
-    depth = max(k * 4, 20)  # fuse deeper lists than returned: RRF needs overlap to work
+    depth = fusion_depth(k)
     keyword_found = None if resident is None else resident.keyword_search(text, depth, collections)
     if resident is not None and keyword_found is not None:
         vector = embedded()
@@ -281,7 +286,7 @@ async def search_copy(
     while the query is encoded."""
     if mode is SearchMode.KEYWORD:
         return resident_keyword(resident, text, k, collections), None
-    depth = k if mode is SearchMode.DENSE else max(k * 4, 20)
+    depth = k if mode is SearchMode.DENSE else fusion_depth(k)
     ranked = encoder.submit_then(
         text, lambda vector: (vector, resident.search(vector, depth, collections))
     )
