@@ -1,14 +1,16 @@
 """Search latency and throughput of the serving API over HTTP, against the in-process floor.
 
     .venv/bin/python bench/serve.py [--rows 100000] [--clients 16] [--seconds 20] [--index DIR]
+        [--workers 2]
 
 Builds an index of `--rows` chunks (real embeddings of a base set of passages, spread into
 near-duplicates with small noise so the vector distribution stays realistic, then the IVF_FLAT
-and full-text indexes the pipeline builds), starts `python -m serving` on loopback (a real uvicorn
-process), drives `/v1/search` in dense and hybrid modes with one client (latency on an idle
-server) and with `--clients` concurrent clients (throughput), and prints p50/p95/p99 latency and
-requests/s beside the in-process floor (embed + index search, no HTTP)
-measured in the same run, with the query encoder the server runs (ONNX by default).
+and full-text indexes the pipeline builds), starts `python -m serving` on loopback (real uvicorn
+processes: `--workers` of them, one per core of the reference machine by default), drives
+`/v1/search` in dense and hybrid modes with one client (latency on an idle server) and with
+`--clients` concurrent clients (throughput), and prints p50/p95/p99 latency and requests/s
+beside the in-process floor (embed + index search, no HTTP) measured in the same run, with the
+query encoder the server runs (ONNX by default).
 """
 
 import argparse
@@ -280,18 +282,24 @@ def serving_process(settings: dict[str, str]) -> Iterator[tuple[str, int]]:
         server.wait(timeout=30)
 
 
-def wait_for_resident_copy(url: str, timeout: float = 600, key: str | None = None) -> None:
+def wait_for_resident_copy(
+    url: str, timeout: float = 600, key: str | None = None, workers: int = 1
+) -> None:
     """The server copies the served version into memory in the background: measure once it has
-    (until then LanceDB answers, slower)."""
+    (until then LanceDB answers, slower): each of its `workers` processes builds its own, and
+    a new connection reaches any of them."""
     deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    ready: set[int] = set()
     while True:
         index = httpx.get(url + "/v1/index", timeout=30, headers=headers).json()
         if index["resident_rows"] == index["chunks"]:
-            return
+            ready.add(index["worker_pid"])
+            if len(ready) >= workers:
+                return
         if time.monotonic() > deadline:
             raise RuntimeError("the server never built its in-memory copy")
-        time.sleep(0.5)
+        time.sleep(0.05 if ready else 0.5)  # soon: the next connection may reach another worker
 
 
 def main() -> None:
@@ -301,6 +309,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="server processes (LORECHAT_WORKERS): one per core, as the container runs",
+    )
     parser.add_argument(
         "--index",
         help="an index folder to serve (its alias's current version) instead of building one",
@@ -330,14 +344,16 @@ def main() -> None:
         # answered (bench/soak.py measures the server turning a burst away).
         "LORECHAT_MAX_SEARCHES_IN_FLIGHT": str(args.clients),
         "LORECHAT_SEARCH_QUEUE_SECONDS": "60",
+        "LORECHAT_WORKERS": str(args.workers),
     }
     with serving_process(env) as (url, _):
-        wait_for_resident_copy(url)
+        wait_for_resident_copy(url, workers=args.workers)
         drive(url, "dense", 2, 3, queries)  # warm caches
         report = {
             "rows": args.rows,
             "index_build_seconds": None if args.index else round(build_seconds, 1),
             "clients": args.clients,
+            "workers": args.workers,
             "seconds_per_mode": args.seconds,
             # Latency as one caller sees it on an idle server, then throughput and latency
             # under `--clients` concurrent callers (where latency is mostly queueing).

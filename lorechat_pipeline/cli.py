@@ -268,6 +268,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
     """Serve search and chat over the current index version (FastAPI; docs at /docs)."""
+    from serving.server import WorkerStartFailed
     from serving.server import serve as run_server
     from serving.settings import UnsafeBinding
 
@@ -276,6 +277,9 @@ def serve(
     except UnsafeBinding as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
+    except WorkerStartFailed as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(3) from error
 
 
 keys_app = typer.Typer(help="API keys for the serving app.", no_args_is_help=True)

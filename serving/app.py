@@ -7,6 +7,7 @@ and this package.
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,7 +21,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +37,7 @@ from serving.auth import (
     Overloaded,
     RateLimited,
     RateLimiter,
+    SharedRateLimiter,
     Unauthorized,
 )
 from serving.chat import (
@@ -59,7 +61,7 @@ from serving.models import (
     UploadRequest,
     UploadResponse,
 )
-from serving.observability import Metrics, request_id_var
+from serving.observability import Metrics, configure_logging, request_id_var
 from serving.query_encoder import QueryBatcher, batched, build_query_embedder
 from serving.search import (
     RESULT_COLUMNS,
@@ -72,6 +74,13 @@ from serving.search import (
 )
 from serving.settings import ApiKey, GeneratorKind, ServingSettings
 from serving.uploads import UploadRefused, presigned_upload, upload_client
+from serving.workers import (
+    ENCODER_ACTIVITY_FILE,
+    METRICS_FOLDER,
+    RATE_LIMITS_FILE,
+    SharedEncoderActivity,
+    cores_per_worker,
+)
 
 logger = logging.getLogger("lorechat.serving")
 STATIC = Path(__file__).parent / "static"
@@ -311,15 +320,25 @@ def create_app(
         reader = IndexReader(settings, model, RESULT_COLUMNS)
         # Refuses to start on a missing index or one built with another embedding model.
         served = reader.open_initial()
+        shared = settings.worker_state_dir
+        limiter = (
+            SharedRateLimiter(settings.rate_limit_per_minute, shared / RATE_LIMITS_FILE)
+            if shared
+            else RateLimiter(settings.rate_limit_per_minute)
+        )
         services = Services(
             settings=settings,
             embedder=model,
             reader=reader,
             keys=KeyRing(settings.all_api_keys()),
-            limiter=RateLimiter(settings.rate_limit_per_minute),
+            limiter=limiter,
             generator=build_generator(settings),
-            metrics=Metrics(),
-            query_encoder=batched(model),
+            metrics=Metrics(shared / METRICS_FOLDER if shared else None),
+            query_encoder=batched(
+                model,
+                cores_per_worker(settings.workers),
+                SharedEncoderActivity(shared / ENCODER_ACTIVITY_FILE) if shared else None,
+            ),
             admission=Admission(
                 settings.max_searches_in_flight,
                 settings.search_queue_seconds,
@@ -332,6 +351,7 @@ def create_app(
         services.generator.close()
         services.query_encoder.close()
         reader.close()
+        limiter.close()
 
     app = FastAPI(
         title="LoreChat",
@@ -610,19 +630,25 @@ def create_app(
             promoted_at=alias.promoted_at if alias else None,
             problem=found.reader.problem,
             resident_rows=resident.size if (resident := found.reader.resident_copy(served)) else 0,
+            worker_pid=os.getpid(),
         )
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(_: Scraper, request: Request) -> Response:
-        return Response(
-            generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
-        )
+        return Response(services(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     def chat_page() -> HTMLResponse:
         return HTMLResponse(page)
 
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """One worker process's app (uvicorn's factory when LORECHAT_WORKERS > 1): its settings come
+    from the environment the supervisor passed on."""
+    configure_logging()
+    return create_app(ServingSettings())
 
 
 def sse(event: str, data: dict[str, Any]) -> str:

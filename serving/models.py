@@ -98,6 +98,10 @@ class IndexInfo(BaseModel):
         description="Rows of the served version copied into memory for dense search (0: every "
         "search goes to the vector store; the copy is rebuilt in the background after a change)."
     )
+    worker_pid: int = Field(
+        description="The server process that answered: with LORECHAT_WORKERS > 1 each worker "
+        "holds its own copy, and `resident_rows` is that worker's."
+    )
 
 
 class DocumentChunks(BaseModel):

@@ -5,8 +5,17 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -43,7 +52,17 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The app's metrics. With several worker processes (`shared_folder`), every process
+    writes its values there and a scrape of any one of them reports the sum over all."""
+
+    def __init__(self, shared_folder: Path | None = None) -> None:
+        if shared_folder is not None and values.ValueClass is values.MutexValue:
+            # prometheus_client picks where values live when it is first imported.
+            raise RuntimeError(
+                "metrics shared by worker processes need PROMETHEUS_MULTIPROC_DIR set before "
+                "the process starts"
+            )
+        self.shared_folder = shared_folder
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "lorechat_http_requests",
@@ -59,7 +78,10 @@ class Metrics:
             registry=self.registry,
         )
         self.index_rows = Gauge(
-            "lorechat_index_chunks", "Chunks in the served index version", registry=self.registry
+            "lorechat_index_chunks",
+            "Chunks in the served index version",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",  # the workers serve the same version
         )
         self.rate_limited = Counter(
             "lorechat_rate_limited", "Requests refused by the rate limiter", registry=self.registry
@@ -78,3 +100,10 @@ class Metrics:
             ["answered_by"],
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        if self.shared_folder is None:
+            return generate_latest(self.registry)
+        every_process = CollectorRegistry()
+        MultiProcessCollector(every_process, path=str(self.shared_folder))
+        return generate_latest(every_process)

@@ -72,10 +72,10 @@ def build_query_embedder(settings: ServingSettings) -> Embedder:
     return OnnxEmbedder(folder, threads=settings.query_encoder_threads)
 
 
-def concurrent_encodes(embedder: Embedder) -> int:
-    """How many queries to encode at once without oversubscribing the cores."""
+def concurrent_encodes(embedder: Embedder, cores: int) -> int:
+    """How many queries to encode at once without oversubscribing `cores`."""
     if isinstance(embedder, OnnxEmbedder):
-        return max(1, usable_cores() // embedder.threads)
+        return max(1, cores // embedder.threads)
     if isinstance(embedder, BedrockEmbedder):
         return 16  # remote calls: waiting on the network, not the cores
     return 1
@@ -94,6 +94,28 @@ def export_into(folder: Path, settings: ServingSettings) -> None:
     logger.info("exporting the query encoder to %s (once)", folder)
     # Exported beside the destination and moved in whole: a concurrent start never reads half.
     export_atomically(folder, settings.embedding_model_path, settings.embedding_max_tokens)
+
+
+class EncoderActivity:
+    """Counts the encoder runs going on, to tell a query that comes alone (it may have every
+    core) from one that comes under load."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def begin(self) -> int:
+        """One more run: how many were going on already."""
+        with self._lock:
+            self._running += 1
+            return self._running - 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def close(self) -> None:
+        """Nothing to release here; the workers' shared count unmaps its file."""
 
 
 # Queries encoded in one run at most; beyond ~16 the run's fixed cost is already spread thin
@@ -119,13 +141,13 @@ class QueryBatcher(Embedder):
         max_batch: int = MAX_QUERIES_PER_RUN,
         *,
         solo: Embedder | None = None,
+        activity: EncoderActivity | None = None,
     ):
         self.embedder = embedder
         # The same model over every core, for a query that finds nothing else encoding and
         # nothing waiting: one query's latency is what a lone client sees.
         self.solo = solo
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        self.activity = activity or EncoderActivity()
         self.model_id = embedder.model_id
         self.dimension = embedder.dimension
         self.normalized = embedder.normalized
@@ -172,6 +194,9 @@ class QueryBatcher(Embedder):
     def close(self) -> None:
         for _ in self._encoders:
             self._waiting.put(None)
+        for encoder in self._encoders:
+            encoder.join(timeout=30)  # a run under way still counts itself out
+        self.activity.close()
 
     def _encode_waiting(self) -> None:
         while (first := self._waiting.get()) is not None:
@@ -186,9 +211,8 @@ class QueryBatcher(Embedder):
                     stop = True
                     break
                 batch.append(item)
-            with self._busy_lock:
-                alone = self._busy == 0 and len(batch) == 1 and self._waiting.empty()
-                self._busy += 1
+            running = self.activity.begin()
+            alone = running == 0 and len(batch) == 1 and self._waiting.empty()
             model = self.solo if alone and self.solo is not None else self.embedder
             try:
                 vectors = model.embed_documents([text for text, _ in batch])
@@ -199,21 +223,26 @@ class QueryBatcher(Embedder):
                 for (_, done), vector in zip(batch, vectors, strict=True):
                     done.set_result(vector)
             finally:
-                with self._busy_lock:
-                    self._busy -= 1
+                self.activity.end()
             if stop:
                 return
 
 
-def batched(embedder: Embedder) -> QueryBatcher:
+def batched(
+    embedder: Embedder, cores: int | None = None, activity: EncoderActivity | None = None
+) -> QueryBatcher:
     """The embedder behind a QueryBatcher sized for it: remote embedders (Bedrock) get one
-    query per call and many calls in flight; local ones one encoder per core they leave free,
-    and an ONNX one a second session over every core for a query that comes alone."""
+    query per call and many calls in flight; local ones one encoder per core of the `cores`
+    this process may use (default: every core), and an ONNX one a second session over every
+    core for a query that comes when no encoder is running (`activity` counts them: in every
+    worker process when several share the machine)."""
+    every_core = usable_cores()
+    cores = cores or every_core
     if isinstance(embedder, BedrockEmbedder):
-        return QueryBatcher(embedder, concurrent_encodes(embedder), max_batch=1)
+        return QueryBatcher(embedder, concurrent_encodes(embedder, cores), max_batch=1)
     solo = None
-    if isinstance(embedder, OnnxEmbedder) and usable_cores() > embedder.threads:
+    if isinstance(embedder, OnnxEmbedder) and every_core > embedder.threads:
         # Not spinning: it shares the cores with the one-core sessions as soon as load comes.
-        solo = OnnxEmbedder(embedder.folder, threads=usable_cores(), spinning=False)
+        solo = OnnxEmbedder(embedder.folder, threads=every_core, spinning=False)
         solo.embed_query("warm up")  # its session loads now, not on the first lone query
-    return QueryBatcher(embedder, concurrent_encodes(embedder), solo=solo)
+    return QueryBatcher(embedder, concurrent_encodes(embedder, cores), solo=solo, activity=activity)

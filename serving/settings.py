@@ -111,6 +111,16 @@ class ServingSettings(BaseSettings):
     # A promoted version is served once its in-memory copy is built, or after this long.
     switch_warm_up_seconds: float = Field(default=30.0, ge=0.0)
 
+    # Server processes sharing the port, each with its own event loop, query encoder and copy of
+    # the served version. One process runs its Python on one core at a time (the GIL): on 2
+    # cores two processes answered 25-35% more searches than one (docs/benchmarks.md). Rate
+    # limits and metrics are shared by the processes; admission control (max_searches_in_flight)
+    # and the copy's memory (resident_vectors_mb) are per process.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Set by the supervising process for its workers (never by hand): where they share their
+    # rate-limit buckets and metrics.
+    worker_state_dir: Path | None = None
+
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8000, ge=1, le=65535)
     # JSON list of {"name", "sha256", "collections", "requests_per_minute"}; or a file of the same.

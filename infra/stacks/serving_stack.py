@@ -69,6 +69,9 @@ class ServingStack(Stack):
             "LORECHAT_EMBEDDER": config.pipeline.embedder,
             "LORECHAT_BEDROCK_EMBEDDING_MODEL_ID": config.pipeline.bedrock_embedding_model_id,
             "LORECHAT_CORS_ORIGINS": json.dumps(cors),
+            # One server process per whole vCPU of the task: one process's Python runs on one
+            # core at a time (docs/benchmarks.md, serving).
+            "LORECHAT_WORKERS": str(max(1, serving.cpu // 1024)),
         }
         # Secrets by their full ARNs (ECS resolves JSON keys of full ARNs only).
         upstash = data.secrets.upstash

@@ -157,6 +157,9 @@ def test_serving_environment_and_secrets(dev: Synthesized) -> None:
     assert values["LORECHAT_GENERATOR"] == "bedrock"
     assert values["LORECHAT_BEDROCK_MODEL_ID"] == dev.config.serving.bedrock_model_id
     assert json.loads(values["LORECHAT_CORS_ORIGINS"]) == list(dev.config.serving.cors_origins)
+    # One server process per whole vCPU: the dev task's half vCPU runs one.
+    assert dev.config.serving.cpu < 2048
+    assert values["LORECHAT_WORKERS"] == "1"
     assert values["LORECHAT_AWS_REGION"] == "us-east-1"
     hidden = secrets(api)
     assert refers_to(hidden["LORECHAT_API_KEYS"], dev.deployment.data.secrets.api_keys)

@@ -20,7 +20,7 @@ from serving.settings import (
     hash_api_key,
     require_safe_binding,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.serving.conftest import BuiltIndex, ServerFactory
 
 ADMIN, KITCHEN = "admin-secret-key", "kitchen-only-key"
@@ -151,12 +151,15 @@ def test_alias_switch_is_served_without_a_restart(
         green.close()
 
 
-def test_mismatched_embedder_is_refused_at_start(built_index: BuiltIndex) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_mismatched_embedder_is_refused_at_start(built_index: BuiltIndex, workers: str) -> None:
     env = {
         **os.environ,
+        "LORECHAT_WORKERS": workers,  # several: the supervisor stops too, and says so
         "LORECHAT_HOME": str(built_index.home),
         "LORECHAT_EMBEDDING_MAX_TOKENS": "16",  # the same weights, another model: other vectors
-        "LORECHAT_SERVE_PORT": "1",  # never reached: start-up fails first
+        # Bound by the supervisor of several workers first; one worker never gets that far.
+        "LORECHAT_SERVE_PORT": str(free_port()),
     }
     result = subprocess.run(
         [sys.executable, "-m", "serving"],
@@ -168,6 +171,8 @@ def test_mismatched_embedder_is_refused_at_start(built_index: BuiltIndex) -> Non
     )
     assert result.returncode != 0
     assert "holds vectors of sentence-transformers/all-MiniLM-L6-v2" in result.stderr
+    if workers != "1":
+        assert "failed to start" in result.stderr
     assert "@max-tokens-16" in result.stderr
 
 
