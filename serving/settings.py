@@ -113,7 +113,7 @@ class ServingSettings(BaseSettings):
 
     # Server processes sharing the port, each with its own event loop, query encoder and copy of
     # the served version. One process runs its Python on one core at a time (the GIL): on 2
-    # cores two processes answered 25-35% more searches than one (docs/benchmarks.md). Rate
+    # cores two processes answered ~30% more searches than one (docs/benchmarks.md). Rate
     # limits and metrics are shared by the processes; admission control (max_searches_in_flight)
     # and the copy's memory (resident_vectors_mb) are per process.
     workers: int = Field(default=1, ge=1, le=64)
