@@ -174,7 +174,8 @@ def render_serving(serving: dict[str, Any]) -> list[str]:
         return lines
     lines.append(
         f"{result['rows']:,} rows, {result['clients']} clients, "
-        f"{result['seconds_per_mode']} s per mode, query encoder {result['query_encoder']}."
+        f"{result['seconds_per_mode']} s per mode, query encoder {result['query_encoder']}, "
+        f"{result.get('workers', 1)} server process(es)."
     )
     lines.append("")
     body = []

@@ -324,6 +324,7 @@ def test_the_serving_section_shows_every_load_measured() -> None:
         "clients": 16,
         "seconds_per_mode": 1.0,
         "query_encoder": "OnnxEmbedder",
+        "workers": 2,
         "http_one_client": {"dense": {**figures, "errors": 0}},
         "http_two_clients": {"hybrid": {**figures, "p50_ms": 7.5, "errors": 0}},
         "http": {"dense": {**figures, "errors": 3}},
@@ -334,3 +335,4 @@ def test_the_serving_section_shows_every_load_measured() -> None:
     assert "| 2 clients | hybrid | 200" in rows[1]
     assert "7.5" in rows[1]
     assert rows[2].rstrip(" |").endswith("3")
+    assert "2 server process(es)" in text
