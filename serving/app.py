@@ -37,7 +37,6 @@ from serving.auth import (
     Overloaded,
     RateLimited,
     RateLimiter,
-    SharedRateLimiter,
     Unauthorized,
 )
 from serving.chat import (
@@ -79,6 +78,7 @@ from serving.workers import (
     METRICS_FOLDER,
     RATE_LIMITS_FILE,
     SharedEncoderActivity,
+    SharedRateLimiter,
     cores_per_worker,
 )
 

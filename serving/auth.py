@@ -3,18 +3,12 @@ admission control."""
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import hmac
 import math
-import mmap
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from serving.settings import ApiKey, hash_api_key
 
@@ -131,77 +125,4 @@ class RateLimiter:
             raise RateLimited(retry_after)
 
     def close(self) -> None:
-        """Nothing to release here; the shared limiter unmaps its file."""
-
-
-# A record per caller: a 64-bit digest of its name, its tokens and when they were counted.
-_RECORD = np.dtype([("caller", "<u8"), ("tokens", "<f8"), ("updated", "<f8")])
-SHARED_SLOTS = 4096
-# A caller's record is in one of the SLOT_WINDOW slots after the one its digest names.
-SLOT_WINDOW = 16
-# A bucket untouched this long has refilled whatever its capacity: forgetting it loses nothing.
-FULL_AFTER_SECONDS = 60.0
-
-
-class SharedRateLimiter(RateLimiter):
-    """The token buckets of every worker process, in one file they all map.
-
-    Connections are spread over the processes, so a limit kept per process would let a caller
-    through once per process. The buckets live in a fixed table of records (file-locked while
-    read and written; CLOCK_MONOTONIC, which time.monotonic reads, is one clock for every
-    process on the host). A caller's record is looked for in a small window of slots; a new
-    caller takes a free slot there, or one idle for a minute (a full bucket, nothing lost), or
-    at worst the stalest.
-    """
-
-    def __init__(self, per_minute: int, path: Path) -> None:
-        super().__init__(per_minute)
-        self._file = path.open("r+b")
-        self._mapping = mmap.mmap(self._file.fileno(), 0)
-        table = np.frombuffer(self._mapping, dtype=_RECORD)
-        self._callers = table["caller"]
-        self._tokens = table["tokens"]
-        self._updated = table["updated"]
-
-    @staticmethod
-    def create(path: Path, slots: int = SHARED_SLOTS) -> None:
-        path.write_bytes(bytes(slots * _RECORD.itemsize))
-
-    def take(self, caller: str, per_minute: int | None = None) -> None:
-        capacity = float(per_minute or self.per_minute)
-        digest = hashlib.blake2b(caller.encode(), digest_size=8).digest()
-        fingerprint = (int.from_bytes(digest, "little") >> 1) or 1  # 0 marks a free slot
-        window = (fingerprint % len(self._callers) + np.arange(SLOT_WINDOW)) % len(self._callers)
-        # Threads of this process share the file's lock, so they also take a thread lock.
-        with self._lock:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
-            try:
-                now = time.monotonic()
-                slot = self._slot(window, fingerprint, now)
-                if self._callers[slot] != fingerprint:
-                    self._callers[slot], self._tokens[slot] = fingerprint, capacity
-                    self._updated[slot] = now
-                tokens, retry_after = spend(
-                    float(self._tokens[slot]), float(self._updated[slot]), capacity, now
-                )
-                self._tokens[slot], self._updated[slot] = tokens, now
-            finally:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-        if retry_after:
-            raise RateLimited(retry_after)
-
-    def _slot(self, window: np.ndarray, fingerprint: int, now: float) -> int:
-        callers = self._callers[window]
-        mine = np.flatnonzero(callers == fingerprint)
-        if len(mine):
-            return int(window[mine[0]])
-        updated = self._updated[window]
-        reusable = np.flatnonzero((callers == 0) | (now - updated >= FULL_AFTER_SECONDS))
-        if len(reusable):
-            return int(window[reusable[0]])
-        return int(window[np.argmin(updated)])
-
-    def close(self) -> None:
-        del self._callers, self._tokens, self._updated  # views of the mapping, released first
-        self._mapping.close()
-        self._file.close()
+        """Nothing to release here; the workers' shared limiter unmaps its file."""

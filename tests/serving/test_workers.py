@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.auth import RateLimited, SharedRateLimiter
-from serving.workers import SharedEncoderActivity
+from serving.auth import RateLimited
+from serving.workers import SharedEncoderActivity, SharedRateLimiter
 from tests.conftest import REPO_ROOT, free_port
 from tests.serving.conftest import BuiltIndex
 
@@ -103,8 +103,8 @@ def test_a_dead_workers_runs_stop_counting(tmp_path: Path) -> None:
     dead_pid = int(gone.stdout)
     crashed = SharedEncoderActivity(path)
     # As a worker killed mid-run leaves it: its slot says it is encoding, forever.
-    crashed._pids[crashed._slot] = dead_pid
-    crashed._running_by_slot[crashed._slot] = 3
+    with crashed._table.locked() as workers:
+        workers[crashed._slot] = (dead_pid, 3)
     restarted = SharedEncoderActivity(path)  # the supervisor's replacement claims the slot
     assert restarted._slot == crashed._slot
     assert restarted.begin() == 0
