@@ -94,9 +94,9 @@ def run_ours(source: Path, state: Path) -> tuple[Callable[[], Any], Callable[[],
 
 def run_ceiling(source: Path, state: Path) -> tuple[Callable[[], Any], Callable[[], dict]]:
     """The same model encoding our pipeline's chunks (read from `state`, the `ours` state) in
-    one call, warmed up, with the pipeline's own encoder (onnx by default, the fastest with the
-    exact vectors): the throughput no pipeline of this model can beat without a faster
-    encoder."""
+    one call, warmed up, with the pipeline's own encoder (openvino by default, the fastest
+    within the vectors' parity bound): the throughput no pipeline of this model can beat
+    without a faster encoder."""
     from lorechat_pipeline.runner import Pipeline
     from lorechat_pipeline.settings import load_settings
 

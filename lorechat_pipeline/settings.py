@@ -83,9 +83,10 @@ class LorechatSettings(BaseSettings):
     embedding_batch_size: int = Field(default=16, ge=1)
     # Tokens of each chunk the model reads (None: the model's limit); part of the model's id.
     embedding_max_tokens: int | None = Field(default=None, ge=4)
-    # onnx: onnxruntime on an ONNX export of the model (the same vectors, ~1.5x faster); torch:
-    # sentence-transformers. Both record the same model id, so either reads the other's index.
-    local_encoder: LocalEncoder = LocalEncoder.ONNX
+    # openvino: OpenVINO on an ONNX export of the model (bfloat16 where the CPU has it, kept
+    # only within the parity bound; ~2.8x torch here); onnx: onnxruntime on the export (~1.5x);
+    # torch: sentence-transformers. All record the same model id: each reads the others' index.
+    local_encoder: LocalEncoder = LocalEncoder.OPENVINO
     # Where ONNX exports are cached, one folder per model and export format (empty:
     # $LORECHAT_HOME/query-encoder, the cache the serving app uses too).
     onnx_cache_dir: Path | None = None

@@ -386,7 +386,9 @@ class OnnxEmbedder(Embedder):
             vectors[batch] = self._embed_batch([encoded[i] for i in batch])
         return vectors
 
-    def _embed_batch(self, encoded: list[Any]) -> np.ndarray:
+    def _embed_batch(self, encoded: list[Any], graph: Any = None) -> np.ndarray:
+        """`graph`: what runs the model (anything with onnxruntime's `run`); the session by
+        default."""
         width = max(len(e.ids) for e in encoded)
         feed = {name: np.zeros((len(encoded), width), dtype=np.int64) for name in INPUT_NAMES}
         feed["input_ids"].fill(self._pad_id)
@@ -394,7 +396,7 @@ class OnnxEmbedder(Embedder):
             feed["input_ids"][row, : len(e.ids)] = e.ids
             feed["attention_mask"][row, : len(e.ids)] = e.attention_mask
             feed["token_type_ids"][row, : len(e.ids)] = e.type_ids
-        (hidden,) = self._load().run(["last_hidden_state"], feed)
+        (hidden,) = (graph or self._load()).run(["last_hidden_state"], feed)
         mask = feed["attention_mask"][:, :, None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

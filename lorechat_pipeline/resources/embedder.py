@@ -22,6 +22,7 @@ from lorechat_pipeline.core.embedding import (
 from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, ensure_export, export_cache_folder
+from lorechat_pipeline.core.openvino_embedding import OpenVinoEmbedder
 
 
 class EmbedderResource(dg.ConfigurableResource, ABC):
@@ -56,15 +57,16 @@ class EmbedderResource(dg.ConfigurableResource, ABC):
 
 
 class SentenceTransformerEmbedderResource(EmbedderResource):
-    """The local model on CPU; by default the all-MiniLM-L6-v2 packaged on PyPI, run by
-    onnxruntime on an ONNX export of it (made once with torch, cached in `onnx_cache_dir`), or
-    by sentence-transformers (`encoder="torch"`). Same vectors, same model id either way."""
+    """The local model on CPU; by default the all-MiniLM-L6-v2 packaged on PyPI, run by OpenVINO
+    on an ONNX export of it (made once with torch, cached in `onnx_cache_dir`; bfloat16 where
+    the CPU has it), by onnxruntime on the same export (`encoder="onnx"`) or by
+    sentence-transformers (`encoder="torch"`). Same vectors, same model id every way."""
 
     model_path: str | None = None
     batch_size: int = 16
     # Tokens per chunk the model reads (None: the model's own limit, 256 for MiniLM).
     max_tokens: int | None = None
-    encoder: LocalEncoder = LocalEncoder.ONNX
+    encoder: LocalEncoder = LocalEncoder.OPENVINO
     # Exports, one folder per model (required for the onnx encoder).
     onnx_cache_dir: str | None = None
     # Threads of one encode (0: one per core).
@@ -79,10 +81,11 @@ class SentenceTransformerEmbedderResource(EmbedderResource):
             )
         if self._embedder is None:  # one session per resource (the export is read once)
             if self.onnx_cache_dir is None:
-                raise ValueError("the onnx encoder needs onnx_cache_dir")
+                raise ValueError(f"the {self.encoder} encoder needs onnx_cache_dir")
             folder = export_cache_folder(Path(self.onnx_cache_dir), self.model_id())
             ensure_export(folder, self.model_path, self.max_tokens)
-            self._embedder = OnnxEmbedder(
+            runner = OpenVinoEmbedder if self.encoder is LocalEncoder.OPENVINO else OnnxEmbedder
+            self._embedder = runner(
                 folder, threads=self.threads or usable_cores(), batch_size=self.batch_size
             )
         embedder: Embedder = self._embedder

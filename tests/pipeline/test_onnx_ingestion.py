@@ -1,6 +1,7 @@
-"""Ingestion embeds with onnxruntime on an ONNX export of the packaged model: the vectors of
-torch (cosine ≥ 0.9999, in the order given, long chunks truncated alike), the same model id in
-the index, an export made once offline and reused, a partial or corrupt export rebuilt."""
+"""Ingestion embeds with OpenVINO (bfloat16 where the CPU has it) or onnxruntime on an ONNX
+export of the packaged model: the vectors of torch (cosine ≥ 0.9999, in the order given, long
+chunks truncated alike), the same model id in the index, an export made once offline and reused,
+a partial or corrupt export rebuilt, reduced precision kept only within the parity bound."""
 
 import json
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lorechat_pipeline.core import onnx_embedding
+from lorechat_pipeline.core import onnx_embedding, openvino_embedding
 from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
 from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.onnx_embedding import (
@@ -23,6 +24,7 @@ from lorechat_pipeline.core.onnx_embedding import (
     export_cache_folder,
     valid_export,
 )
+from lorechat_pipeline.core.openvino_embedding import OpenVinoEmbedder, native_reduced_precision
 from lorechat_pipeline.defs.resources import embedder_resource
 from lorechat_pipeline.resources.embedder import SentenceTransformerEmbedderResource
 from lorechat_pipeline.settings import LocalEncoder, load_settings
@@ -49,10 +51,20 @@ DOCUMENTS = [
 
 @pytest.fixture(scope="module")
 def onnx(onnx_cache: Path) -> OnnxEmbedder:
-    """The default local embedder, as the pipeline's resource builds it (the session's export)."""
-    resource = SentenceTransformerEmbedderResource(onnx_cache_dir=str(onnx_cache))
+    """onnxruntime on the session's export, as the pipeline's resource builds it."""
+    resource = SentenceTransformerEmbedderResource(
+        onnx_cache_dir=str(onnx_cache), encoder=LocalEncoder.ONNX
+    )
     embedder = resource.get_embedder()
-    assert isinstance(embedder, OnnxEmbedder)
+    assert type(embedder) is OnnxEmbedder
+    return embedder
+
+
+@pytest.fixture(scope="module")
+def openvino(onnx_cache: Path) -> OpenVinoEmbedder:
+    """The default local embedder, as the pipeline's resource builds it (the session's export)."""
+    embedder = SentenceTransformerEmbedderResource(onnx_cache_dir=str(onnx_cache)).get_embedder()
+    assert isinstance(embedder, OpenVinoEmbedder)
     return embedder
 
 
@@ -80,13 +92,53 @@ def test_document_vectors_match_torch_in_order(onnx: OnnxEmbedder, embedder: Any
     assert onnx.embed_documents([]).shape == (0, 384)
 
 
-def test_the_default_pipeline_embeds_with_onnx_under_the_torch_model_id(
+def test_openvino_vectors_match_torch_in_order(openvino: OpenVinoEmbedder, embedder: Any) -> None:
+    # Reduced precision exactly where the CPU computes it natively (and the bound held on load).
+    assert openvino.precision == ("bf16" if native_reduced_precision() else "f32")
+    batched = OpenVinoEmbedder(openvino.folder, threads=openvino.threads, batch_size=3)
+    exported, reference = batched.embed_documents(DOCUMENTS), embedder.embed_documents(DOCUMENTS)
+    assert exported.shape == reference.shape == (len(DOCUMENTS), 384)
+    assert exported.dtype == np.float32
+    assert (exported * reference).sum(axis=1).min() >= 0.9999
+    assert (np.argmax(exported @ reference.T, axis=1) == np.arange(len(DOCUMENTS))).all()
+    # A text's vector does not depend on the batch it is padded in, beyond the bound.
+    alone = np.stack([openvino.embed_query(text) for text in DOCUMENTS])
+    assert (alone * exported).sum(axis=1).min() >= 0.9999
+    assert openvino.count_tokens(DOCUMENTS) == embedder.count_tokens(DOCUMENTS)
+    assert openvino.embed_documents([]).shape == (0, 384)
+
+
+def test_reduced_precision_outside_the_parity_bound_falls_back_to_float32(
+    openvino: OpenVinoEmbedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(openvino_embedding, "_compiled", {})  # compile anew, not from the cache
+    monkeypatch.setattr(openvino_embedding, "native_reduced_precision", lambda: True)
+    # A bound no reduced-precision vector can keep: the load must notice and use float32.
+    monkeypatch.setattr(openvino_embedding, "PARITY_COSINE", 1.5)
+    strict = OpenVinoEmbedder(openvino.folder, threads=1)
+    with caplog.at_level("WARNING", logger=openvino_embedding.__name__):
+        assert strict.precision == "f32"
+    assert "embedding in float32" in caplog.text
+    vector, reference = strict.embed_query(DOCUMENTS[0]), openvino.embed_query(DOCUMENTS[0])
+    assert float(vector @ reference) >= 0.9999
+
+    monkeypatch.setattr(openvino_embedding, "_compiled", {})
+    monkeypatch.setattr(openvino_embedding, "native_reduced_precision", lambda: False)
+    monkeypatch.setattr(openvino_embedding, "PARITY_COSINE", 0.9999)
+    assert OpenVinoEmbedder(openvino.folder, threads=1).precision == "f32"
+
+
+def test_the_default_pipeline_embeds_with_openvino_under_the_torch_model_id(
     tmp_path: Path, onnx_cache: Path
 ) -> None:
     settings = load_settings(home=tmp_path)
-    assert settings.local_encoder is LocalEncoder.ONNX
+    assert settings.local_encoder is LocalEncoder.OPENVINO
     default = embedder_resource(settings).get_embedder()
-    assert isinstance(default, OnnxEmbedder)
+    assert isinstance(default, OpenVinoEmbedder)
+    onnx = embedder_resource(load_settings(home=tmp_path, local_encoder="onnx")).get_embedder()
+    assert type(onnx) is OnnxEmbedder
+    assert onnx.model_id == default.model_id
+    assert onnx.fingerprint == default.fingerprint
     assert default.threads == usable_cores()
     assert default.batch_size == settings.embedding_batch_size
     torch = embedder_resource(load_settings(home=tmp_path, local_encoder="torch")).get_embedder()
@@ -106,7 +158,7 @@ def test_an_ingested_index_holds_the_torch_vectors(
     write(source, "tea.md", "# Tea\n\n" + DOCUMENTS[0])
     write(source, "solar.md", "# Solar\n\n" + DOCUMENTS[2] + "\n\n" + DOCUMENTS[4])
     pipeline = make_pipeline(source)
-    assert isinstance(pipeline.embedder, OnnxEmbedder)
+    assert isinstance(pipeline.embedder, OpenVinoEmbedder)
     pipeline.ingest()
     assert pipeline.manifest.embedding_model == MODEL_ID
     rows = pipeline.open_index().rows(None, ["text", "vector", "embedding_model"]).to_pylist()
@@ -152,12 +204,14 @@ def test_a_whole_export_is_reused_without_exporting_again(
     stamp = (folder / GRAPH).stat().st_mtime_ns
     # Torch is not even importable here: an attempt to export would fail.
     monkeypatch.setitem(sys.modules, "torch", None)
-    for _ in range(2):
-        reused = SentenceTransformerEmbedderResource(onnx_cache_dir=str(cache)).get_embedder()
+    for encoder in (LocalEncoder.ONNX, LocalEncoder.OPENVINO):
+        reused = SentenceTransformerEmbedderResource(
+            onnx_cache_dir=str(cache), encoder=encoder
+        ).get_embedder()
         assert isinstance(reused, OnnxEmbedder)
         assert reused.folder == folder
+        assert float(reused.embed_query("tea") @ onnx.embed_query("tea")) >= 0.9999
     assert (folder / GRAPH).stat().st_mtime_ns == stamp
-    np.testing.assert_allclose(reused.embed_query("tea"), onnx.embed_query("tea"), atol=1e-6)
 
 
 def test_of_two_exports_at_once_one_wins_whole(
@@ -194,7 +248,8 @@ def test_of_two_exports_at_once_one_wins_whole(
 
 
 # Runs in a fresh interpreter without HF_HUB_OFFLINE: every way out to the network raises and is
-# recorded. Making the export (torch) and encoding with it (onnxruntime) need nothing from a hub.
+# recorded. Making the export (torch) and encoding with it (OpenVINO, the default) need nothing
+# from a hub, and OpenVINO sends no telemetry.
 OFFLINE_SCRIPT = (
     NETWORK_GUARD
     + r"""
@@ -231,7 +286,7 @@ def test_a_cut_short_export_is_rebuilt_offline(
         unset=("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LORECHAT_ONNX_CACHE_DIR"),
     )
     assert report["attempts"] == []
-    assert report["type"] == "OnnxEmbedder"
+    assert report["type"] == "OpenVinoEmbedder"
     assert report["model_id"] == MODEL_ID
     assert Path(report["folder"]) == folder
     assert valid_export(folder) == onnx.info  # exported again, whole
