@@ -327,6 +327,8 @@ class OnnxEmbedder(Embedder):
     Texts are tokenized together, sorted by token count and batched so that each batch pads to
     nearly its own length; vectors come back in the order of the texts."""
 
+    width_step = 1
+
     def __init__(
         self, folder: Path, *, threads: int = 1, batch_size: int = 16, spinning: bool = True
     ) -> None:
@@ -389,7 +391,10 @@ class OnnxEmbedder(Embedder):
     def _embed_batch(self, encoded: list[Any], graph: Any = None) -> np.ndarray:
         """`graph`: what runs the model (anything with onnxruntime's `run`); the session by
         default."""
-        width = max(len(e.ids) for e in encoded)
+        longest = max(len(e.ids) for e in encoded)
+        # Rounded up to a multiple of `width_step` (within the model's limit): padding is masked
+        # out, and a runtime that keeps memory per input shape sees fewer of them.
+        width = min(-(-longest // self.width_step) * self.width_step, max(longest, self.max_tokens))
         feed = {name: np.zeros((len(encoded), width), dtype=np.int64) for name in INPUT_NAMES}
         feed["input_ids"].fill(self._pad_id)
         for row, e in enumerate(encoded):

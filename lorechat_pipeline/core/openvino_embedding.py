@@ -88,6 +88,11 @@ def compile_graph(graph: Path, threads: int, precision: str) -> CompiledGraph:
 class OpenVinoEmbedder(OnnxEmbedder):
     """`OnnxEmbedder`'s tokenization, batching and pooling, with OpenVINO running the graph."""
 
+    # OpenVINO keeps memory per input shape: with every width from 1 to 256 tokens a process
+    # grew by ~250 MB over 3,800 texts; rounded up to multiples of 8 it stays flat after the
+    # first few hundred, at the same speed (masked padding costs ~3% more tokens).
+    width_step = 8
+
     def __init__(self, folder: Path, *, threads: int = 1, batch_size: int = 16) -> None:
         try:
             import openvino  # noqa: F401 - fail here, not at the first encode

@@ -108,6 +108,24 @@ def test_openvino_vectors_match_torch_in_order(openvino: OpenVinoEmbedder, embed
     assert openvino.embed_documents([]).shape == (0, 384)
 
 
+def test_openvino_sees_few_input_shapes(openvino: OpenVinoEmbedder, onnx: OnnxEmbedder) -> None:
+    """OpenVINO keeps memory per input shape: widths are rounded up to multiples of 8 (never
+    past the model's limit), and the padding does not move a vector."""
+    widths: list[int] = []
+
+    class Recording:
+        def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            widths.append(feed["input_ids"].shape[1])
+            return list(openvino.session.run(outputs, feed))
+
+    encoded = openvino._encode(["tea", "Bleed the radiator twice a year.", DOCUMENTS[2]])
+    padded = np.concatenate([openvino._embed_batch([each], Recording()) for each in encoded])
+    assert [len(each.ids) for each in encoded] == [3, 11, 256]
+    assert widths == [8, 16, 256]
+    unpadded = onnx.embed_documents(["tea", "Bleed the radiator twice a year.", DOCUMENTS[2]])
+    assert (padded * unpadded).sum(axis=1).min() >= 0.9999
+
+
 def test_reduced_precision_outside_the_parity_bound_falls_back_to_float32(
     openvino: OpenVinoEmbedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
