@@ -22,7 +22,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -383,18 +383,26 @@ class OnnxEmbedder(Embedder):
         encoded = self._encode(texts)
         order = np.argsort([-len(e.ids) for e in encoded], kind="stable")
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            vectors[batch] = self._embed_batch([encoded[i] for i in batch])
+        for batch in self._batches([self._width(len(encoded[i].ids)) for i in order]):
+            rows = order[batch]
+            vectors[rows] = self._embed_batch([encoded[i] for i in rows])
         return vectors
+
+    def _width(self, tokens: int) -> int:
+        """The padded width of a text of `tokens` tokens: rounded up to a multiple of
+        `width_step`, never past the model's limit (padding is masked out)."""
+        return min(-(-tokens // self.width_step) * self.width_step, max(tokens, self.max_tokens))
+
+    def _batches(self, widths: list[int]) -> Iterator[slice]:
+        """Consecutive runs of texts (sorted longest first, `widths` their padded widths) to
+        encode together: `batch_size` at a time, each padded to its longest."""
+        for start in range(0, len(widths), self.batch_size):
+            yield slice(start, start + self.batch_size)
 
     def _embed_batch(self, encoded: list[Any], graph: Any = None) -> np.ndarray:
         """`graph`: what runs the model (anything with onnxruntime's `run`); the session by
         default."""
-        longest = max(len(e.ids) for e in encoded)
-        # Rounded up to a multiple of `width_step` (within the model's limit): padding is masked
-        # out, and a runtime that keeps memory per input shape sees fewer of them.
-        width = min(-(-longest // self.width_step) * self.width_step, max(longest, self.max_tokens))
+        width = self._width(max(len(e.ids) for e in encoded))
         feed = {name: np.zeros((len(encoded), width), dtype=np.int64) for name in INPUT_NAMES}
         feed["input_ids"].fill(self._pad_id)
         for row, e in enumerate(encoded):

@@ -15,6 +15,7 @@ index built by either accepts the other's queries.
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,17 @@ class OpenVinoEmbedder(OnnxEmbedder):
     # grew by ~250 MB over 3,800 texts; rounded up to multiples of 8 it stays flat after the
     # first few hundred, at the same speed (masked padding costs ~3% more tokens).
     width_step = 8
+
+    def _batches(self, widths: list[int]) -> Iterator[slice]:
+        """Runs of texts of one padded width only. In bfloat16 a text's vector moves with the
+        width it is padded to (by up to ~1e-4), so a text padded to its own width always gets the
+        same vector, whatever it is embedded with: the same corpus gives the same index whatever
+        order its documents came in."""
+        start = 0
+        for end in range(1, len(widths) + 1):
+            if end == len(widths) or widths[end] != widths[start] or end - start == self.batch_size:
+                yield slice(start, end)
+                start = end
 
     def __init__(self, folder: Path, *, threads: int = 1, batch_size: int = 16) -> None:
         try:

@@ -126,6 +126,21 @@ def test_openvino_sees_few_input_shapes(openvino: OpenVinoEmbedder, onnx: OnnxEm
     assert (padded * unpadded).sum(axis=1).min() >= 0.9999
 
 
+def test_an_openvino_vector_does_not_depend_on_what_it_is_embedded_with(
+    openvino: OpenVinoEmbedder,
+) -> None:
+    """The same corpus gives the same index whatever order its documents arrive in: a text's
+    vector is the same, bit for bit, alone or batched with longer and shorter texts."""
+    words = DOCUMENTS[0].split() + DOCUMENTS[7].split()
+    # Every length from 2 to 70 words: padded with their neighbours, most would be widened.
+    texts = [*DOCUMENTS, *(" ".join(words[:length]) for length in range(2, 71, 3))]
+    alone = np.stack([openvino.embed_documents([text])[0] for text in texts])
+    np.testing.assert_array_equal(openvino.embed_documents(texts), alone)
+    np.testing.assert_array_equal(openvino.embed_documents(texts[::-1])[::-1], alone)
+    tight = OpenVinoEmbedder(openvino.folder, threads=openvino.threads, batch_size=2)
+    np.testing.assert_array_equal(tight.embed_documents(texts), alone)
+
+
 def test_reduced_precision_outside_the_parity_bound_falls_back_to_float32(
     openvino: OpenVinoEmbedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
