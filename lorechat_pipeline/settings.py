@@ -84,7 +84,7 @@ class LorechatSettings(BaseSettings):
     # Tokens of each chunk the model reads (None: the model's limit); part of the model's id.
     embedding_max_tokens: int | None = Field(default=None, ge=4)
     # openvino: OpenVINO on an ONNX export of the model (bfloat16 where the CPU has it, kept
-    # only within the parity bound; ~2.8x torch here); onnx: onnxruntime on the export (~1.5x);
+    # only within the parity bound; ~3.5x torch here); onnx: onnxruntime on the export (~1.8x);
     # torch: sentence-transformers. All record the same model id: each reads the others' index.
     local_encoder: LocalEncoder = LocalEncoder.OPENVINO
     # Where ONNX exports are cached, one folder per model and export format (empty:
