@@ -56,6 +56,7 @@ VERSIONS = (
     "llama-index-vector-stores-lancedb",
     "llama-index-embeddings-huggingface",
     "onnxruntime",
+    "openvino",
     "dagster",
 )
 
@@ -236,11 +237,24 @@ def machine() -> dict[str, Any]:
             versions[name] = None
     return {
         "platform": platform.platform(),
+        # The encoders' speed and precision depend on it (bfloat16 only where it is native).
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "versions": versions,
     }
+
+
+def cpu_model() -> str | None:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or None
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or None
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -216,10 +216,13 @@ def render_serving(serving: dict[str, Any]) -> list[str]:
 
 
 def render_scale(scale: dict[str, Any]) -> list[str]:
+    """LanceDB's index and the serving container's in-memory copy side by side: serving
+    searches the copy when the version fits LORECHAT_RESIDENT_VECTORS_MB, LanceDB otherwise."""
     lines = ["## Scale (synthetic clustered vectors, serving's dense search)", ""]
     body = []
     for size in scale.get("sizes", []):
         result = size.get("result") or {}
+        copy = result.get("resident_copy") or {}
         body.append(
             [
                 size["rows"],
@@ -230,22 +233,38 @@ def render_scale(scale: dict[str, Any]) -> list[str]:
                 result.get("query_p50_ms"),
                 result.get("query_p99_ms"),
                 result.get("recall_at_10"),
+                copy.get("mb"),
+                _probed(copy),
+                copy.get("query_p50_ms"),
+                copy.get("query_p99_ms"),
+                copy.get("recall_at_10"),
                 size.get("error", ""),
             ]
         )
     header = [
         "rows",
-        "index",
+        "LanceDB index",
         "build s",
         "on disk MB",
         "peak RSS MB",
         "p50 ms",
         "p99 ms",
         "recall@10",
+        "in-memory copy MB",
+        "lists probed",
+        "copy p50 ms",
+        "copy p99 ms",
+        "copy recall@10",
         "error",
     ]
     lines += _table(header, body)
     return [*lines, ""]
+
+
+def _probed(copy: dict[str, Any]) -> str | None:
+    if "probed" not in copy:
+        return None
+    return f"{copy['probed']} of {copy['lists']}"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -258,8 +277,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"`{report.get('command', 'python -m bench')}` — {report.get('started')} to "
         f"{report.get('finished')}",
         "",
-        f"Machine: {machine.get('platform')}, Python {machine.get('python')}, "
-        f"{machine.get('cpus')} CPUs, load average at start {load}.",
+        f"Machine: {machine.get('platform')}, {machine.get('cpu_model') or 'CPU model unknown'}, "
+        f"Python {machine.get('python')}, {machine.get('cpus')} CPUs, "
+        f"load average at start {load}.",
         f"Versions: {versions}.",
         "",
     ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import compare
 from bench.compare import (
     apply_edits,
     missing_peer,
@@ -153,7 +154,12 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
     assert rows["ours", "unchanged"]["ratio_to_full_run"] == 0.01
     assert rows["ours", "changed"]["correct"] is False  # the old text is still there
     assert rows["unstructured", "unchanged"]["error"] == "timed out after 60 s"
-    markdown = render_markdown({"command": "python -m bench", "ingestion": ingestion})
+    machine = compare.machine()
+    assert machine["versions"]["openvino"]  # the default encoder's runtime is recorded
+    markdown = render_markdown(
+        {"command": "python -m bench", "machine": machine, "ingestion": ingestion}
+    )
+    assert f"{machine['cpu_model']}, Python" in markdown  # bfloat16 depends on the CPU
     assert "LoreChat pipeline" in markdown
     assert "timed out after 60 s" in markdown
     assert "❌ new 1/1, old 1" in markdown
@@ -249,6 +255,36 @@ def test_plots_of_a_report(tmp_path: Path) -> None:
         "scale.png",
     ]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_the_scale_section_shows_lancedb_and_the_in_memory_copy() -> None:
+    size = {
+        "rows": 1_000_000,
+        "peak_rss_mb": 6510.3,
+        "result": {
+            "ann_index": True,
+            "build_seconds": 60.58,
+            "query_p50_ms": 15.4,
+            "query_p99_ms": 88.69,
+            "recall_at_10": 1.0,
+            "resident_copy": {
+                "mb": 1509.9,
+                "lists": 1000,
+                "probed": 63,
+                "query_p50_ms": 12.01,
+                "query_p99_ms": 15.59,
+                "recall_at_10": 0.97,
+            },
+        },
+    }
+    crashed = {"rows": 10_000, "error": "timed out after 5 s"}
+    text = render_markdown({"scale": {"sizes": [size, crashed]}})
+    row = next(line for line in text.splitlines() if line.startswith("| 1,000,000 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "IVF_FLAT"
+    assert cells[5:8] == ["15.40", "88.69", "1.00"]
+    assert cells[8:13] == ["1,510", "63 of 1000", "12.01", "15.59", "0.97"]
+    assert "timed out after 5 s" in text
 
 
 def test_a_crash_or_timeout_is_a_result_not_the_end(tmp_path: Path) -> None:
