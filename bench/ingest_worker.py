@@ -77,6 +77,9 @@ def run_ours(source: Path, state: Path) -> tuple[Callable[[], Any], Callable[[],
     from lorechat_pipeline.settings import load_settings
 
     pipeline = Pipeline.from_settings(load_settings(home=state / "home", source=str(source)))
+    # The model loads in setup, as the peers' do: on a fresh home that is the one-off ONNX export
+    # and the graph's compile, which every later ingest in the process reuses.
+    pipeline.embedder.embed_documents(["load the model before timing"])
 
     def ingest() -> dict:
         summary = pipeline.ingest()
