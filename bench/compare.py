@@ -15,6 +15,7 @@ the report); the report is printed as markdown and written as report.json and re
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import platform
@@ -247,13 +248,10 @@ def machine() -> dict[str, Any]:
 
 
 def cpu_model() -> str | None:
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or None
-    for line in cpuinfo.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError):  # no /proc: not Linux
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or None
 
 
