@@ -20,6 +20,7 @@ from lorechat_pipeline.core.ledger import QUARANTINED, LedgerEntry, load_ledger
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.memory import bound_heap_retention, release_freed_memory
 from lorechat_pipeline.core.planning import IngestPlan, group_listing, plan_shard
+from lorechat_pipeline.core.stages.embedding import awaiting_embedding, embed_ahead, encoder_turns
 from lorechat_pipeline.core.stages.observation import load_catalog
 from lorechat_pipeline.core.stages.parse_ahead import parse_ahead
 from lorechat_pipeline.core.storage import ObjectStore
@@ -139,7 +140,7 @@ class Pipeline:
     definitions: dg.Definitions
     # Dagster's per-event console lines; the run's full event log is on the instance regardless.
     log_level: str = "WARNING"
-    parse_ahead: bool = True
+    work_ahead: bool = True
     _exit_stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _resources: Any = None
 
@@ -257,13 +258,14 @@ class Pipeline:
         fail_abandoned_runs(instance)
         observation = {"raw_documents": {"config": {"confirm_deletions": confirm_deletions}}}
         refused_deletions: list[str] = []
-        # Parsing is the part of a run that leaves cores idle; the next shard's documents are
-        # parsed meanwhile (the first shard has nothing to overlap with: it parses in its run).
-        ahead = _ParseAhead(self, plan) if self.parse_ahead and len(plan.to_run) > 1 else None
+        # Only encoding keeps both cores busy: the next shard's documents are parsed while this
+        # one embeds, and embedded while this one writes its index and checks it (the first
+        # shard has nothing to overlap with: it parses in its run).
+        ahead = _WorkAhead(self, plan) if self.work_ahead and len(plan.to_run) > 1 else None
         try:
             for position, shard in enumerate(plan.to_run):
                 if ahead:
-                    ahead.allow_through(position + 1)  # the next shard parses while this one embeds
+                    ahead.allow_through(position + 1)
                 result = job.execute_in_process(
                     partition_key=shard,
                     instance=instance,
@@ -324,21 +326,28 @@ class Pipeline:
         )
 
 
-class _ParseAhead:
-    """A thread that parses the planned shards (after the first) in order, each once the runner
-    allows it: `allow_through(i)` while shard i-1 runs."""
+class _WorkAhead:
+    """A thread that parses, then embeds, the planned shards (after the first) in order, each
+    once the runner allows it: `allow_through(i)` while shard i-1 runs. Parsing uses the parser
+    pool and embedding the encoder only when the running shard's steps do not."""
 
     def __init__(self, pipeline: Pipeline, plan: IngestPlan):
         self._pipeline = pipeline
         self._plan = plan
         self._allowed = 0
+        # Per position allowed: how often the encoder had been asked for its shard before its
+        # run could start (an embed-ahead gives up once the shard's own step asks).
+        self._asked_before: dict[int, int] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lorechat-parse-ahead", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="lorechat-work-ahead", daemon=True)
         self._thread.start()
 
     def allow_through(self, position: int) -> None:
+        """Called before the run of the shard at `position - 1` starts."""
         with self._changed:
+            for allowed in range(self._allowed + 1, min(position, len(self._plan.to_run) - 1) + 1):
+                self._asked_before[allowed] = encoder_turns.asked(self._plan.to_run[allowed])
             self._allowed = max(self._allowed, position)
             self._changed.notify_all()
 
@@ -353,13 +362,15 @@ class _ParseAhead:
         try:
             source, processed, config = pipeline.source, pipeline.processed, pipeline.config
             layout = config.chunk_layout()
+            embedder, embedding_layout = pipeline.embedder, pipeline.layout
             for position, shard in enumerate(self._plan.to_run[1:], start=1):
                 with self._changed:
                     while self._allowed < position and not self._stop.is_set():
                         self._changed.wait()
-                if self._stop.is_set():
-                    return
-                report = parse_ahead(
+                    if self._stop.is_set():
+                        return
+                    asked_before = self._asked_before[position]
+                parsed = parse_ahead(
                     source,
                     processed,
                     shard,
@@ -370,10 +381,22 @@ class _ParseAhead:
                     open_parser=config.open_parser_in_background,
                     stop=self._stop,
                 )
-                logger.debug("parsed ahead %s: %s", shard, report)
+                embedded = embed_ahead(
+                    processed,
+                    shard,
+                    {
+                        **awaiting_embedding(processed, shard, embedding_layout),
+                        **dict(parsed.chunked),
+                    }.items(),
+                    layout=embedding_layout,
+                    embedder=embedder,
+                    stop=self._stop,
+                    asked_before=asked_before,
+                )
+                logger.debug("ahead of %s's run: %s, %s", shard, parsed, embedded)
         except Exception:
-            # The shard's own run parses whatever this did not: nothing is lost but the overlap.
-            logger.warning("parsing ahead stopped", exc_info=True)
+            # The shard's own run does whatever this did not: nothing is lost but the overlap.
+            logger.warning("working ahead stopped", exc_info=True)
 
 
 def _metadata(result: Any, node: str) -> dict[str, Any]:

@@ -357,6 +357,7 @@ class OnnxEmbedder(Embedder):
         # Tokenizer objects are not documented as thread-safe; encoding is microseconds.
         self._tokenizer_lock = threading.Lock()
         self._session_lock = threading.Lock()
+        self._tokens_read = 0
 
     @cached_property
     def session(self) -> Any:
@@ -377,10 +378,18 @@ class OnnxEmbedder(Embedder):
         """Tokens the model reads (after truncation), as SentenceTransformerEmbedder counts."""
         return sum(len(e.ids) for e in self._encode(texts))
 
+    @property
+    def input_tokens(self) -> int:
+        """Tokens the model has read across `embed_documents` calls so far (counted while
+        encoding, as Bedrock reports its own; `count_tokens` would tokenize again)."""
+        return self._tokens_read
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         encoded = self._encode(texts)
+        with self._tokenizer_lock:
+            self._tokens_read += sum(len(e.ids) for e in encoded)
         order = np.argsort([-len(e.ids) for e in encoded], kind="stable")
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         for batch in self._batches([self._width(len(encoded[i].ids)) for i in order]):

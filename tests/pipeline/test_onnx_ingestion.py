@@ -105,6 +105,10 @@ def test_openvino_vectors_match_torch_in_order(openvino: OpenVinoEmbedder, embed
     alone = np.stack([openvino.embed_query(text) for text in DOCUMENTS])
     assert (alone * exported).sum(axis=1).min() >= 0.9999
     assert openvino.count_tokens(DOCUMENTS) == embedder.count_tokens(DOCUMENTS)
+    # Counted while encoding: what the embedding step reports without tokenizing again.
+    assert batched.input_tokens == embedder.count_tokens(DOCUMENTS)
+    batched.embed_documents(DOCUMENTS[:2])
+    assert batched.input_tokens == embedder.count_tokens(DOCUMENTS + DOCUMENTS[:2])
     assert openvino.embed_documents([]).shape == (0, 384)
 
 

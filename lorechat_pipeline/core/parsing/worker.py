@@ -28,8 +28,8 @@ from lorechat_pipeline.core.parsing.partition import (
     ChunkingOptions,
     ParsedChunk,
 )
-from lorechat_pipeline.core.parsing.turns import PoolTurns
 from lorechat_pipeline.core.parsing.worker_process import ParseFunction, worker_main
+from lorechat_pipeline.core.turns import Turns
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class ParserPool:
         self._job_ids = itertools.count()
         self.restarts = 0  # workers replaced after a timeout or a crash
         # For callers that share the pool between threads: whose turn it is to call `map`.
-        self.turns = PoolTurns()
+        self.turns = Turns()
 
     def __enter__(self) -> "ParserPool":
         self.start()

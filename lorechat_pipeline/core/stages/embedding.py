@@ -1,11 +1,13 @@
 """Stage 3: embed the chunks of documents whose chunk set is new or changed.
 
 Chunks of many documents are encoded together (the model runs fastest on full batches), then
-written back per document, content-addressed, so a crash loses at most one batch of work.
+written back per document, content-addressed, so a crash loses at most one batch of work. What
+an earlier attempt or an embed-ahead (below) left at that place is adopted, not encoded again.
 """
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +19,14 @@ from lorechat_pipeline.core.ledger import CHUNKED, LedgerEntry, load_ledger, sav
 from lorechat_pipeline.core.records import embedding_schema
 from lorechat_pipeline.core.storage import ObjectStore
 from lorechat_pipeline.core.tables import read_table, write_table
+from lorechat_pipeline.core.turns import Turns
 
 CHECKPOINT_SECONDS = 30.0
+
+# The encoder of a process keeps every core busy: an embedding step holds its turn for a whole
+# shard, and an embed-ahead (which encodes the next shard while a run writes its index, runs its
+# checks and starts the next run) uses it only in between.
+encoder_turns = Turns()
 
 
 @dataclass
@@ -37,6 +45,9 @@ class EmbeddingReport:
 # at once the less padding it runs (512 holds a typical shard whole: 2% faster than 256 on the
 # python3.11-doc chunks), and a crash loses at most this many chunks' encoding.
 CHUNKS_PER_ENCODE = 512
+# An embed-ahead's calls are smaller: an embedding step that wants the encoder waits for the one
+# under way (~1.5 s of 128 chunks here), not for a whole shard.
+CHUNKS_PER_ENCODE_AHEAD = 128
 
 
 def embed_shard(
@@ -50,78 +61,174 @@ def embed_shard(
     on_documents: Callable[[int], None] | None = None,
 ) -> EmbeddingReport:
     report = EmbeddingReport(shard)
-    ledger_key = layout.embedding_ledger(shard)
-    ledger = load_ledger(processed, ledger_key)
-    wanted = {doc_id: e for doc_id, e in chunk_ledger.items() if e.status == CHUNKED}
+    # Held for the whole shard: work ahead must not slip in between its encodes.
+    with encoder_turns.foreground(shard):
+        ledger_key = layout.embedding_ledger(shard)
+        ledger = load_ledger(processed, ledger_key)
+        wanted = {doc_id: e for doc_id, e in chunk_ledger.items() if e.status == CHUNKED}
 
-    for gone in [doc_id for doc_id in ledger if doc_id not in wanted]:
-        processed.delete_prefix(layout.embeddings_prefix(shard, gone))
-        del ledger[gone]
-        report.removed += 1
+        for gone in [doc_id for doc_id in ledger if doc_id not in wanted]:
+            processed.delete_prefix(layout.embeddings_prefix(shard, gone))
+            del ledger[gone]
+            report.removed += 1
 
-    todo = sorted(
-        (
-            e
-            for doc_id, e in wanted.items()
-            if ledger.get(doc_id, None) is None or ledger[doc_id].content_fp != e.content_fp
-        ),
-        key=lambda e: e.document,
-    )
-    pending: list[tuple[LedgerEntry, pa.Table]] = []
-    pending_chunks = 0
-    last_checkpoint = time.monotonic()
-
-    def flush() -> None:
-        nonlocal pending_chunks
-        if not pending:
-            return
-        texts = [t for _, table in pending for t in table.column("text").to_pylist()]
-        started = time.perf_counter()
-        vectors = embedder.embed_documents(texts)
-        report.encode_seconds += time.perf_counter() - started
-        tokens = count_tokens(texts) if count_tokens else 0
-        offset = 0
-        for entry, table in pending:
-            count = table.num_rows
-            write_table(
-                processed,
-                layout.embeddings(shard, entry.document_id, entry.content_fp),
-                _embedding_table(table, vectors[offset : offset + count], embedder.dimension),
-            )
-            offset += count
-            ledger[entry.document_id] = entry
-            processed.delete_prefix(
-                layout.embeddings_prefix(shard, entry.document_id),
-                keep=layout.embeddings(shard, entry.document_id, entry.content_fp),
-            )
-        report.documents += len(pending)
-        report.chunks += len(texts)
-        report.tokens += tokens
-        if on_documents:
-            on_documents(len(pending))
-        pending.clear()
+        todo = sorted(
+            (
+                e
+                for doc_id, e in wanted.items()
+                if ledger.get(doc_id, None) is None or ledger[doc_id].content_fp != e.content_fp
+            ),
+            key=lambda e: e.document,
+        )
+        pending: list[tuple[LedgerEntry, pa.Table]] = []
         pending_chunks = 0
+        last_checkpoint = time.monotonic()
 
-    for entry in todo:
-        done = layout.embeddings(shard, entry.document_id, entry.content_fp)
-        if processed.exists(done):
-            ledger[entry.document_id] = entry  # finished by an interrupted run
-            report.recovered += 1
-            continue
-        chunks = read_table(processed, layout.chunks(shard, entry.document_id, entry.content_fp))
-        if chunks is None:
-            continue  # chunk artifact gone (pruned by a newer run); the next run settles it
-        pending.append((entry, chunks.select(["chunk_id", "text"])))
-        pending_chunks += chunks.num_rows
-        if pending_chunks >= CHUNKS_PER_ENCODE:
-            flush()
-            if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-                save_ledger(processed, ledger_key, ledger.values())
-                last_checkpoint = time.monotonic()
-    flush()
-    save_ledger(processed, ledger_key, ledger.values())
-    report.ledger = ledger
+        def flush() -> None:
+            nonlocal pending_chunks
+            if not pending:
+                return
+            texts = [t for _, table in pending for t in table.column("text").to_pylist()]
+            started = time.perf_counter()
+            vectors = embedder.embed_documents(texts)
+            report.encode_seconds += time.perf_counter() - started
+            tokens = count_tokens(texts) if count_tokens else 0
+            _write_embeddings(
+                processed,
+                shard,
+                [(entry.document_id, entry.content_fp, table) for entry, table in pending],
+                vectors,
+                layout=layout,
+                dimension=embedder.dimension,
+            )
+            for entry, _ in pending:
+                ledger[entry.document_id] = entry
+                _forget_older_versions(processed, layout, shard, entry)
+            report.documents += len(pending)
+            report.chunks += len(texts)
+            report.tokens += tokens
+            if on_documents:
+                on_documents(len(pending))
+            pending.clear()
+            pending_chunks = 0
+
+        for entry in todo:
+            done = layout.embeddings(shard, entry.document_id, entry.content_fp)
+            if processed.exists(done):
+                ledger[entry.document_id] = entry  # finished by an interrupted run or ahead
+                _forget_older_versions(processed, layout, shard, entry)
+                report.recovered += 1
+                continue
+            chunks = read_table(
+                processed, layout.chunks(shard, entry.document_id, entry.content_fp)
+            )
+            if chunks is None:
+                continue  # chunk artifact gone (pruned by a newer run); the next run settles it
+            pending.append((entry, chunks.select(["chunk_id", "text"])))
+            pending_chunks += chunks.num_rows
+            if pending_chunks >= CHUNKS_PER_ENCODE:
+                flush()
+                if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+                    save_ledger(processed, ledger_key, ledger.values())
+                    last_checkpoint = time.monotonic()
+        flush()
+        save_ledger(processed, ledger_key, ledger.values())
+        report.ledger = ledger
+        return report
+
+
+def awaiting_embedding(
+    processed: ObjectStore, shard: str, layout: ProcessedLayout
+) -> dict[str, str]:
+    """Content fingerprints by document id of the shard's chunk sets its ledgers say are not
+    embedded yet (after a change of model, every one)."""
+    embedded = load_ledger(processed, layout.embedding_ledger(shard))
+    return {
+        doc_id: entry.content_fp
+        for doc_id, entry in load_ledger(processed, layout.chunk_ledger(shard)).items()
+        if entry.status == CHUNKED
+        and (doc_id not in embedded or embedded[doc_id].content_fp != entry.content_fp)
+    }
+
+
+@dataclass
+class EmbedAheadReport:
+    shard: str
+    documents: int = 0
+    chunks: int = 0
+
+
+def embed_ahead(
+    processed: ObjectStore,
+    shard: str,
+    documents: Iterable[tuple[str, str]],
+    *,
+    layout: ProcessedLayout,
+    embedder: Embedder,
+    stop: threading.Event,
+    asked_before: int,
+    turns: Turns = encoder_turns,
+) -> EmbedAheadReport:
+    """Embed the chunks of `documents` ((document id, content fingerprint) of chunk tables in
+    the shard) before the shard's embedding step, while the encoder has nothing else to do.
+
+    Vectors go where the step looks for an interrupted attempt's, and the step adopts them: it
+    still decides and records everything, so an embed-ahead that is stopped or guessed wrong (a
+    document changed in between) costs time, never correctness. It encodes only in the
+    encoder's background turn and ends, leaving the rest to the step, as soon as the shard's own
+    step asks for the encoder (`asked_before`: `turns.asked(shard)` before that step could)."""
+    report = EmbedAheadReport(shard)
+    pending = [
+        (doc_id, content_fp)
+        for doc_id, content_fp in dict(documents).items()
+        if not processed.exists(layout.embeddings(shard, doc_id, content_fp))
+    ]
+    with turns.background(stop, ahead_of=(shard, asked_before)) as acquired:
+        while acquired and pending and not stop.is_set() and not turns.should_step_aside():
+            group: list[tuple[str, str, pa.Table]] = []
+            while pending and sum(t.num_rows for *_, t in group) < CHUNKS_PER_ENCODE_AHEAD:
+                doc_id, content_fp = pending.pop(0)
+                chunks = read_table(processed, layout.chunks(shard, doc_id, content_fp))
+                if chunks is not None:
+                    group.append((doc_id, content_fp, chunks.select(["chunk_id", "text"])))
+            texts = [t for *_, table in group for t in table.column("text").to_pylist()]
+            vectors = embedder.embed_documents(texts)
+            _write_embeddings(
+                processed, shard, group, vectors, layout=layout, dimension=embedder.dimension
+            )
+            report.documents += len(group)
+            report.chunks += len(texts)
     return report
+
+
+def _write_embeddings(
+    processed: ObjectStore,
+    shard: str,
+    documents: list[tuple[str, str, pa.Table]],
+    vectors: np.ndarray,
+    *,
+    layout: ProcessedLayout,
+    dimension: int,
+) -> None:
+    """Each document's rows of `vectors` (in the order of its chunks, documents in turn)."""
+    offset = 0
+    for doc_id, content_fp, chunks in documents:
+        count = chunks.num_rows
+        write_table(
+            processed,
+            layout.embeddings(shard, doc_id, content_fp),
+            _embedding_table(chunks, vectors[offset : offset + count], dimension),
+        )
+        offset += count
+
+
+def _forget_older_versions(
+    processed: ObjectStore, layout: ProcessedLayout, shard: str, entry: LedgerEntry
+) -> None:
+    processed.delete_prefix(
+        layout.embeddings_prefix(shard, entry.document_id),
+        keep=layout.embeddings(shard, entry.document_id, entry.content_fp),
+    )
 
 
 def _embedding_table(chunks: pa.Table, vectors: np.ndarray, dimension: int) -> pa.Table:

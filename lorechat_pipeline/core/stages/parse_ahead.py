@@ -13,17 +13,17 @@ import posixpath
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lorechat_pipeline.core.catalog import CatalogEntry, list_shard
 from lorechat_pipeline.core.layout import ProcessedLayout
-from lorechat_pipeline.core.ledger import load_ledger
+from lorechat_pipeline.core.ledger import CHUNKED, load_ledger
 from lorechat_pipeline.core.parsing import ParserPool
 from lorechat_pipeline.core.stages.chunking import is_parsed, record_outcome
 from lorechat_pipeline.core.stages.observation import load_catalog, read_entry
 from lorechat_pipeline.core.storage import ObjectInfo, ObjectNotFound, ObjectStore
 
-# Opens the shared parser pool for `n` documents in the background turn (see parsing/turns.py);
+# Opens the shared parser pool for `n` documents in the background turn (see core/turns.py);
 # yields None when `stop` was set before the pool became free.
 OpenBackgroundParser = Callable[[int, threading.Event], AbstractContextManager[ParserPool | None]]
 
@@ -32,6 +32,7 @@ OpenBackgroundParser = Callable[[int, threading.Event], AbstractContextManager[P
 class ParseAheadReport:
     shard: str
     parsed: int = 0  # documents whose chunks (or rejection) were written
+    chunked: list[tuple[str, str]] = field(default_factory=list)  # (document id, content fp)
 
 
 def parse_ahead(
@@ -68,9 +69,10 @@ def parse_ahead(
             if pool is None:
                 break
             for doc_id, outcome in pool.map(feed.jobs(pool)):
-                record_outcome(
-                    processed, layout, feed.entries.pop(doc_id), outcome, write_rejection=True
-                )
+                entry = feed.entries.pop(doc_id)
+                recorded = record_outcome(processed, layout, entry, outcome, write_rejection=True)
+                if recorded.status == CHUNKED:
+                    report.chunked.append((entry.document_id, entry.content_fp))
                 report.parsed += 1
     return report
 

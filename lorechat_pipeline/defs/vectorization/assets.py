@@ -43,9 +43,10 @@ def chunk_embeddings(
     processed = processed_store.open()
     model = embedder.get_embedder()
     layout = ingestion_config.layout(model)
-    count_tokens = getattr(model, "count_tokens", None)
-    # A remote embedder counts what it was billed for instead (Bedrock's inputTextTokenCount).
-    billed_before = getattr(model, "input_tokens", 0)
+    # Embedders that count the tokens they read while encoding (Bedrock bills them, the local
+    # encoders tokenize anyway) are not asked to tokenize every text a second time.
+    read_before: int | None = getattr(model, "input_tokens", None)
+    count_tokens = getattr(model, "count_tokens", None) if read_before is None else None
     reports = [
         embed_shard(
             processed,
@@ -67,7 +68,8 @@ def chunk_embeddings(
             "documents_removed": sum(r.removed for r in reports),
             "chunks": chunks,
             "tokens": sum(r.tokens for r in reports)
-            or getattr(model, "input_tokens", 0) - billed_before,
+            if read_before is None
+            else getattr(model, "input_tokens", 0) - read_before,
             "embedding_model": model.model_id,
             "encode_seconds": round(encode_seconds, 3),
             "chunks_per_second": round(chunks / encode_seconds, 1) if encode_seconds else 0.0,
