@@ -5,6 +5,7 @@ written back per document, content-addressed, so a crash loses at most one batch
 an earlier attempt or an embed-ahead (below) left at that place is adopted, not encoded again.
 """
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -178,19 +179,21 @@ def embed_ahead(
     encoder's background turn and ends, leaving the rest to the step, as soon as the shard's own
     step asks for the encoder (`asked_before`: `turns.asked(shard)` before that step could)."""
     report = EmbedAheadReport(shard)
-    pending = [
+    pending = collections.deque(
         (doc_id, content_fp)
         for doc_id, content_fp in dict(documents).items()
         if not processed.exists(layout.embeddings(shard, doc_id, content_fp))
-    ]
+    )
     with turns.background(stop, ahead_of=(shard, asked_before)) as acquired:
         while acquired and pending and not stop.is_set() and not turns.should_step_aside():
             group: list[tuple[str, str, pa.Table]] = []
-            while pending and sum(t.num_rows for *_, t in group) < CHUNKS_PER_ENCODE_AHEAD:
-                doc_id, content_fp = pending.pop(0)
+            grouped_chunks = 0
+            while pending and grouped_chunks < CHUNKS_PER_ENCODE_AHEAD:
+                doc_id, content_fp = pending.popleft()
                 chunks = read_table(processed, layout.chunks(shard, doc_id, content_fp))
                 if chunks is not None:
                     group.append((doc_id, content_fp, chunks.select(["chunk_id", "text"])))
+                    grouped_chunks += chunks.num_rows
             texts = [t for *_, table in group for t in table.column("text").to_pylist()]
             vectors = embedder.embed_documents(texts)
             _write_embeddings(
