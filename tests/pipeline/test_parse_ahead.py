@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from lorechat_pipeline.core.ids import SHARD_COUNT, shard_of
+from lorechat_pipeline.core.planning import IngestPlan
 from lorechat_pipeline.core.stages import embedding as embedding_stage
 from lorechat_pipeline.core.stages.embedding import embed_ahead
-from lorechat_pipeline.core.stages.parse_ahead import parse_ahead
+from lorechat_pipeline.core.stages.parse_ahead import ParseAheadReport, parse_ahead
 from lorechat_pipeline.core.tables import read_table
 from lorechat_pipeline.core.turns import Turns
 from lorechat_pipeline.runner import Pipeline
@@ -34,6 +35,21 @@ def step_metadata(
                     {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
                 )
     return found
+
+
+def parse_shard_ahead(pipeline: Pipeline, plan: IngestPlan, shard: str) -> ParseAheadReport:
+    config = pipeline.config
+    return parse_ahead(
+        pipeline.source,
+        pipeline.processed,
+        shard,
+        plan.listings[shard],
+        shard_count=SHARD_COUNT,
+        layout=config.chunk_layout(),
+        max_document_bytes=config.max_document_bytes,
+        open_parser=config.open_parser_in_background,
+        stop=threading.Event(),
+    )
 
 
 def total(steps: list[dict[str, object]], name: str) -> int:
@@ -83,20 +99,7 @@ def test_a_document_rejected_ahead_is_quarantined_with_its_reason_by_its_run(
     write(source, "notes/blank.md", "   \n\n  \n")
     pipeline = make_pipeline(source)
     plan = pipeline.plan()
-    shard = shard_of("notes/blank.md", SHARD_COUNT)
-    config = pipeline.config
-
-    report = parse_ahead(
-        pipeline.source,
-        pipeline.processed,
-        shard,
-        plan.listings[shard],
-        shard_count=SHARD_COUNT,
-        layout=config.chunk_layout(),
-        max_document_bytes=config.max_document_bytes,
-        open_parser=config.open_parser_in_background,
-        stop=threading.Event(),
-    )
+    report = parse_shard_ahead(pipeline, plan, shard_of("notes/blank.md", SHARD_COUNT))
     assert report.parsed >= 1
     marker = list((tmp_path / "home").rglob("*.rejected.json"))
     assert len(marker) == 1
@@ -197,18 +200,8 @@ def test_an_embed_ahead_writes_what_the_step_adopts_and_stops_when_the_step_asks
     pipeline = make_pipeline(source)
     plan = pipeline.plan()
     shard = max(plan.listings, key=lambda s: len(plan.listings[s]))
-    config, processed = pipeline.config, pipeline.processed
-    parsed = parse_ahead(
-        pipeline.source,
-        processed,
-        shard,
-        plan.listings[shard],
-        shard_count=SHARD_COUNT,
-        layout=config.chunk_layout(),
-        max_document_bytes=config.max_document_bytes,
-        open_parser=config.open_parser_in_background,
-        stop=threading.Event(),
-    )
+    processed = pipeline.processed
+    parsed = parse_shard_ahead(pipeline, plan, shard)
     assert len(parsed.chunked) >= 3
     layout, model = pipeline.layout, pipeline.embedder
     turns = Turns()
