@@ -106,3 +106,29 @@ def test_tags_read_from_an_untagged_document_are_computed_then() -> None:
         assert not tokenize._process(text).has_annotation("TAG")
         assert _pos_tag(text) == expected
     assert any(tag.startswith("VB") for _, tag in expected)
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_a_text_that_cannot_be_a_title_is_narrative_without_being_tagged() -> None:
+    from unstructured.nlp import tokenize
+
+    too_long_for_a_title = (
+        "Tables of contents, indexes, glossaries and appendices for every module of the library"
+    )
+    short_without_a_verb = "Configuration files and folders"
+    nlp = tokenize._get_nlp()
+    for text in (too_long_for_a_title, short_without_a_verb):
+        assert not any(token.tag_.startswith("VB") for token in nlp(text))
+    clear_unstructured_caches()
+
+    texts = [too_long_for_a_title, short_without_a_verb]
+    with batched_nlp(texts):
+        classified = elements("\n\n".join(texts))
+        assert not tokenize._process(too_long_for_a_title).has_annotation("TAG")
+        assert tokenize._process(short_without_a_verb).has_annotation("TAG")
+    # Untagged, the long one is narrative; the short one is still tagged, and its missing verb
+    # still makes it a title, where chunks break.
+    assert classified == [
+        ("NarrativeText", too_long_for_a_title),
+        ("Title", short_without_a_verb),
+    ]
