@@ -195,8 +195,8 @@ class _Prefetcher:
     every book of a novel, from sending it back to their first occurrence.
 
     A window is segmented into sentences first (a small model of its own); tagging, which costs
-    several times more, runs only on the texts the classifier will read tags of: most
-    paragraphs of two or more sentences are narrative text without a tag being read."""
+    several times more, runs only on the texts the classifier will read tags of: paragraphs of
+    two or more sentences, and texts that cannot be titles, are classified without reading one."""
 
     LOOKAHEAD = 16  # texts the classifier may skip (empty bullets, furniture) between requests
 
