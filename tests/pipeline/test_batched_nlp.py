@@ -3,12 +3,13 @@ elements as its own one-text-at-a-time path, with part-of-speech tagging only wh
 classifier reads it."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from lorechat_pipeline.core.parsing import offline_nlp
 from lorechat_pipeline.core.parsing.offline_nlp import (
     _pos_tag,
-    _Prefetcher,
     batched_nlp,
     install_offline_nlp,
 )
@@ -83,17 +84,23 @@ def test_batched_classification_equals_unstructureds_own() -> None:
 
 
 @pytest.mark.usefixtures("fresh_caches")
-def test_only_texts_whose_tags_are_read_are_tagged() -> None:
-    from unstructured.nlp import tokenize
-
+def test_only_what_the_classifier_reads_is_computed() -> None:
     texts = _text_paragraphs(DOCUMENT.encode())
-    prefetcher = _Prefetcher(tokenize._get_nlp(), tokenize._process, texts)
-    docs = {text: prefetcher(text) for text in texts[:1]} | prefetcher._docs
+    with batched_nlp(texts):
+        prefetcher = offline_nlp._batch.prefetcher
+        docs = {text: prefetcher(text) for text in texts[:1]} | prefetcher._docs
+    heading = "Installing the Command Line Tools"
     several_sentences = next(t for t in texts if t.startswith("The installer checks"))
     one_sentence = "Configuration files live under the home folder."
-    assert list(docs[several_sentences].sents)[1].text.startswith("It then copies")
-    assert not docs[several_sentences].has_annotation("TAG")  # narrative without its tags
-    assert docs[one_sentence].has_annotation("TAG")  # "contains a verb?" reads them
+    # Mostly capitalised: "one sentence at most?" decides, and no verb is looked for.
+    assert docs[heading].has_annotation("SENT_START")
+    assert not docs[heading].has_annotation("TAG")
+    # A long paragraph in lower case is narrative on its tokens alone.
+    assert not docs[several_sentences].has_annotation("SENT_START")
+    assert not docs[several_sentences].has_annotation("TAG")
+    # Short enough to be a title: its sentences and then its verbs are read.
+    assert docs[one_sentence].has_annotation("SENT_START")
+    assert docs[one_sentence].has_annotation("TAG")
 
 
 @pytest.mark.usefixtures("fresh_caches")
@@ -132,3 +139,54 @@ def test_a_text_that_cannot_be_a_title_is_narrative_without_being_tagged() -> No
         ("NarrativeText", too_long_for_a_title),
         ("Title", short_without_a_verb),
     ]
+
+
+TRICKY_TEXTS = [
+    "",
+    "2024",
+    "A",
+    "ITEM 1A. RISK FACTORS",
+    "WARNING. DO NOT UNPLUG THE DEVICE. EVER.",
+    "To My Dearest Friends,",
+    "Run it now. Stop it then.",
+    "Financial Statements (Unaudited)",
+    "The Quick Brown Fox. The Lazy Dog Sleeps Here.",
+    "----------- BREAK -----------",
+    "def main(argv: list[str]) -> int:",
+    "PyObject *PyList_New(Py_ssize_t len)",
+    "See the Python Package Index for Third Party Modules and Tools.",
+]
+
+
+def corpus_texts() -> list[str]:
+    """Real prose, headings, tables and code: this repository's own documentation."""
+    repository = Path(__file__).resolve().parents[2]
+    texts = list(TRICKY_TEXTS)
+    for document in [repository / "README.md", *sorted((repository / "docs").glob("*.md"))]:
+        data = document.read_bytes()
+        texts += _text_paragraphs(data) + data.decode().splitlines()
+    return list(dict.fromkeys(texts))
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_reordered_checks_answer_as_unstructureds_own() -> None:
+    texts = corpus_texts()
+    assert len(texts) > 1000
+    assert offline_nlp._narrative_check is not None
+    assert offline_nlp._cap_ratio_check is not None
+    for text in texts:
+        assert offline_nlp._exceeds_cap_ratio(text) == offline_nlp._cap_ratio_check(text), text
+        expected = offline_nlp._narrative_check(text)
+        assert offline_nlp._is_possible_narrative_text(text) == expected, text
+    narrative = sum(map(offline_nlp._is_possible_narrative_text, texts))
+    assert 0 < narrative < len(texts)  # both answers occur
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_every_classifier_imported_reads_the_reordered_check() -> None:
+    from unstructured.partition import text, text_type
+    from unstructured.partition.html import parser
+
+    offline_nlp.patch_classifiers()
+    for module in (text_type, text, parser):
+        assert module.is_possible_narrative_text is offline_nlp._is_possible_narrative_text

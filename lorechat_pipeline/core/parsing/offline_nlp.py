@@ -7,6 +7,7 @@ is a re-upload of the same 3.8.0 model; we point the loader at it and never down
 """
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,10 +29,25 @@ SPACY_ENABLE = ("senter",)
 # What part-of-speech tags need (the senter has its own token-to-vector layer).
 TAGGING_PIPES = ("tok2vec", "tagger")
 
+# The modules that import unstructured's narrative-text check by name (the element classifiers).
+NARRATIVE_CHECK = "is_possible_narrative_text"
+CLASSIFIER_MODULES = (
+    "unstructured.partition.text_type",
+    "unstructured.partition.text",
+    "unstructured.partition.html.parser",
+    "unstructured.partition.docx",
+    "unstructured.partition.pptx",
+    "unstructured.partition.xlsx",
+    "unstructured.nlp.partition",
+)
+
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _installed = False
 _unbatched_process: Callable[[str], Any] | None = None
 _tagging_contains_verb: Callable[[str], bool] | None = None
+_narrative_check: Callable[..., bool] | None = None  # unstructured's is_possible_narrative_text
+_cap_ratio_check: Callable[..., bool] | None = None  # unstructured's exceeds_cap_ratio
 _batch = threading.local()  # .prefetcher: the batch this thread's parse is reading, if any
 
 
@@ -66,12 +82,16 @@ def load_spacy_model() -> Any:
 
 
 def install_offline_nlp() -> None:
-    """Route unstructured's spaCy loading to `load_spacy_model`, its per-text spaCy calls
-    through `batched_nlp` when a batch is active, and its verb check through `_contains_verb`.
-    Idempotent and thread-safe."""
+    """Route unstructured's spaCy loading to `load_spacy_model` and its per-text spaCy calls
+    through `batched_nlp` when a batch is active. A text is only tokenized up front; sentence
+    boundaries and part-of-speech tags are computed when the classifier reads them, and its
+    checks ask for them last (`_is_possible_narrative_text`, `_exceeds_cap_ratio`,
+    `_contains_verb`). Idempotent and thread-safe."""
     global _installed, _unbatched_process, _tagging_contains_verb
+    global _narrative_check, _cap_ratio_check
     set_offline_environment()
     if _installed:
+        patch_classifiers()
         return
     with _lock:
         if _installed:
@@ -82,14 +102,30 @@ def install_offline_nlp() -> None:
         tokenize._load_spacy_model = load_spacy_model
         # A model loaded (or a failure cached) before the swap must not survive it.
         tokenize._get_nlp.cache_clear()
+        tokenize._process_cached.cache_clear()
+        tokenize._run_pipeline = _tokenize  # what unstructured caches per text: tokens only
         _unbatched_process = tokenize._process
         tokenize._process = _process
-        # The classifier's only part-of-speech reader (contains_verb) asks here, so a batch can
-        # leave tagging to the texts that need it.
         text_type.pos_tag = tokenize.pos_tag = _pos_tag  # type: ignore[assignment]
+        text_type.sent_tokenize = tokenize.sent_tokenize = _sent_tokenize
         _tagging_contains_verb = text_type.contains_verb
         text_type.contains_verb = _contains_verb
+        _cap_ratio_check = text_type.exceeds_cap_ratio
+        text_type.exceeds_cap_ratio = _exceeds_cap_ratio
+        _narrative_check = text_type.is_possible_narrative_text
         _installed = True
+        patch_classifiers()
+
+
+def patch_classifiers() -> None:
+    """Point the element classifiers imported so far at `_is_possible_narrative_text` (each
+    imports unstructured's check by name, and partitioners are imported on first use)."""
+    import sys
+
+    for name in CLASSIFIER_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, NARRATIVE_CHECK, None) is _narrative_check:
+            setattr(module, NARRATIVE_CHECK, _is_possible_narrative_text)
 
 
 PREFETCH_WINDOW = 256
@@ -105,7 +141,7 @@ def batched_nlp(expected_texts: Sequence[str]) -> Iterator[None]:
     memory) on the first request of each window. A text that was not expected takes unstructured's
     own path, so a wrong guess costs time, never correctness.
     """
-    install_offline_nlp()
+    install_offline_nlp()  # also reaches the partitioner imported for this batch
     from unstructured.nlp import tokenize
 
     outer = getattr(_batch, "prefetcher", None)
@@ -127,6 +163,72 @@ def _process_unbatched(text: str) -> Any:
     return _unbatched_process(text)
 
 
+def _tokenize(text: str) -> Any:
+    """Stands in for unstructured's `_run_pipeline`, truncating as it does: the tokens only."""
+    from unstructured.nlp import tokenize
+
+    nlp = tokenize._get_nlp()
+    if len(text) > nlp.max_length:
+        logger.warning(
+            "text of %d characters exceeds spaCy's max_length=%d; classified on its start",
+            len(text),
+            nlp.max_length,
+        )
+        cut = text.rfind(" ", max(0, nlp.max_length - 256), nlp.max_length)
+        text = text[: cut if cut != -1 else nlp.max_length]
+    return nlp.make_doc(text)
+
+
+class _AnnotationWanted(Exception):
+    """Raised while a batch predicts what the classifier reads of its texts."""
+
+    def __init__(self, text: str, annotation: str) -> None:
+        self.text = text
+        self.annotation = annotation  # "sentences" or "tags"
+
+
+def _predicting() -> bool:
+    return getattr(_batch, "predicting", False)
+
+
+def _sent_tokenize(text: str) -> list[str]:
+    """Stands in for unstructured's `sent_tokenize`: segments the text on first read."""
+    doc = _process(text)
+    if not doc.has_annotation("SENT_START"):
+        if _predicting():
+            raise _AnnotationWanted(text, "sentences")
+        _segment([doc])
+    return [sentence.text for sentence in doc.sents]
+
+
+def _pos_tag(text: str) -> list[tuple[str, str]]:
+    """Stands in for unstructured's `pos_tag`: tags the text on first read."""
+    doc = _process(text)
+    if not doc.has_annotation("TAG"):
+        if _predicting():
+            raise _AnnotationWanted(text, "tags")
+        _tag([doc])
+    return [(token.text, token.tag_) for token in doc]
+
+
+def _segment(docs: list[Any]) -> None:
+    """Sentence boundaries on tokenized documents (the senter has a small model of its own)."""
+    from unstructured.nlp import tokenize
+
+    for _ in tokenize._get_nlp().pipe(docs, disable=TAGGING_PIPES):
+        pass
+
+
+def _tag(docs: list[Any]) -> None:
+    """Part-of-speech tags on tokenized documents."""
+    from unstructured.nlp import tokenize
+
+    nlp = tokenize._get_nlp()
+    untagging = [name for name in nlp.pipe_names if name not in TAGGING_PIPES]
+    for _ in nlp.pipe(docs, disable=untagging):
+        pass
+
+
 def _contains_verb(text: str) -> bool:
     """Stands in for unstructured's `contains_verb`: a text that cannot be a title is narrative.
 
@@ -144,44 +246,69 @@ def _contains_verb(text: str) -> bool:
     return _tagging_contains_verb(text)
 
 
-class _TagsWanted(Exception):
-    """Raised by `_pos_tag` while a batch predicts which of its texts the classifier tags."""
+def _exceeds_cap_ratio(text: str, threshold: float = 0.5) -> bool:
+    """unstructured's `exceeds_cap_ratio`, counting sentences last: it is true of a text of at
+    most one sentence whose words are mostly capitalised, and most texts are not."""
+    from unstructured.partition import text_type
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _pos_tag(text: str) -> list[tuple[str, str]]:
-    """Stands in for `unstructured.nlp.tokenize.pos_tag`: tags a batch's document on demand
-    (a batch tags up front only the texts it predicts the classifier will ask about)."""
-    if getattr(_batch, "predicting", False):
-        raise _TagsWanted(text)
-    doc = _process(text)
-    if not doc.has_annotation("TAG"):
-        _tag([doc])
-    return [(token.text, token.tag_) for token in doc]
+    if text.isupper():
+        capitalised = True
+    else:
+        # Words of letters only, as unstructured counts them ("ITEM 1." is one word of two).
+        words = [token for token in text_type.word_tokenize(text) if token.isalpha()]
+        capitalised = not words or (
+            sum([word.istitle() or word.isupper() for word in words]) / len(words) > threshold
+        )
+    return capitalised and text_type.sentence_count(text, 3) <= 1
 
 
-def _tag(docs: list[Any]) -> None:
-    """Part-of-speech tags on documents that have only their tokens and sentences."""
-    from unstructured.nlp import tokenize
+def _is_possible_narrative_text(
+    text: str,
+    cap_threshold: float = 0.5,
+    non_alpha_threshold: float = 0.5,
+    languages: Sequence[str] = ("eng",),
+    language_checks: bool = False,
+) -> bool:
+    """unstructured's `is_possible_narrative_text` (0.27.32), with its last check reordered:
+    "a single sentence without a verb is not narrative" asks for the verb first, which
+    `_contains_verb` answers without sentences or tags for most texts. The same answers, as
+    the parity test checks; the environment overrides are read as unstructured reads them."""
+    from unstructured.partition import text_type
 
-    nlp = tokenize._get_nlp()
-    untagging = [name for name in nlp.pipe_names if name not in TAGGING_PIPES]
-    for _ in nlp.pipe(docs, disable=untagging):
-        pass
+    overridden = os.environ.get("UNSTRUCTURED_LANGUAGE_CHECKS")
+    if overridden is not None:
+        language_checks = overridden.lower() == "true"
+    if len(text) == 0 or text.isnumeric():
+        return False
+    if "eng" in languages and language_checks and not text_type.contains_english_word(text):
+        return False
+    cap_threshold = float(
+        os.environ.get("UNSTRUCTURED_NARRATIVE_TEXT_CAP_THRESHOLD", cap_threshold)
+    )
+    if text_type.exceeds_cap_ratio(text, threshold=cap_threshold):
+        return False
+    non_alpha_threshold = float(
+        os.environ.get("UNSTRUCTURED_NARRATIVE_TEXT_NON_ALPHA_THRESHOLD", non_alpha_threshold)
+    )
+    if text_type.under_non_alpha_ratio(text, threshold=non_alpha_threshold):
+        return False
+    return not (
+        "eng" in languages
+        and not text_type.contains_verb(text)
+        and text_type.sentence_count(text, 3) < 2
+    )
 
 
-def _would_ask_for_tags(text: str) -> str | None:
-    """The text the element classifier would tag when classifying `text`, if any: the
-    classifier itself runs, on the tokens and sentences already computed, until it asks."""
+def _would_ask_for(text: str) -> _AnnotationWanted | None:
+    """What the element classifier would read next that the text's document lacks, if anything:
+    the classifier itself runs on what is already computed, until it asks."""
     from unstructured.partition.text import element_from_text
 
     _batch.predicting = True
     try:
         element_from_text(text)
-    except _TagsWanted as wanted:
-        return wanted.text
+    except _AnnotationWanted as wanted:
+        return wanted
     except Exception:  # only a prediction: the real classification reports it
         return None
     finally:
@@ -194,9 +321,9 @@ class _Prefetcher:
     back. A cursor (not a text -> position map) keeps repeated texts, like a "CHAPTER I" in
     every book of a novel, from sending it back to their first occurrence.
 
-    A window is segmented into sentences first (a small model of its own); tagging, which costs
-    several times more, runs only on the texts the classifier will read tags of: paragraphs of
-    two or more sentences, and texts that cannot be titles, are classified without reading one."""
+    A window is tokenized; sentence segmentation and tagging run, batched, only on the texts the
+    classifier will read sentences or tags of: most paragraphs (mostly lower case, more than 12
+    words) are classified on their tokens alone."""
 
     LOOKAHEAD = 16  # texts the classifier may skip (empty bullets, furniture) between requests
 
@@ -222,10 +349,18 @@ class _Prefetcher:
             if len(t) <= self._nlp.max_length
         ]
         self._next = start + PREFETCH_WINDOW
-        self._docs = dict(zip(window, self._nlp.pipe(window, disable=TAGGING_PIPES), strict=True))
-        wanted = {_would_ask_for_tags(t) for t in self._docs}
-        _tag([doc for t, doc in self._docs.items() if t in wanted])
+        self._docs = {t: self._nlp.make_doc(t) for t in window}
+        self._annotate_what_is_read()
         return self._docs[text]
+
+    def _annotate_what_is_read(self) -> None:
+        asking = list(self._docs)
+        for _ in range(2):  # a text segmented may read tags next
+            wanted = [w for w in map(_would_ask_for, asking) if w and w.text in self._docs]
+            segmenting = [w.text for w in wanted if w.annotation == "sentences"]
+            _segment([self._docs[t] for t in segmenting])
+            _tag([self._docs[w.text] for w in wanted if w.annotation == "tags"])
+            asking = segmenting
 
 
 def warm_up() -> None:
