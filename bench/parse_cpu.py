@@ -53,7 +53,6 @@ def main() -> None:
         parse_and_chunk(paths[0].read_bytes(), paths[0].name, options)
 
     annotated: Counter[str] = Counter()
-    segment, tag = offline_nlp._segment, offline_nlp._tag
 
     def counting(annotate: Any, name: str) -> Any:
         def annotating(docs: list[Any]) -> None:
@@ -63,8 +62,9 @@ def main() -> None:
 
         return annotating
 
-    offline_nlp._segment = counting(segment, "segmented")
-    offline_nlp._tag = counting(tag, "tagged")
+    for name, label in (("_segment", "segmented"), ("_tag", "tagged")):
+        if hasattr(offline_nlp, name):  # an older checkout may annotate some other way
+            setattr(offline_nlp, name, counting(getattr(offline_nlp, name), label))
 
     chunks: list[list[Any]] = []
     rejected = 0
