@@ -254,7 +254,7 @@ def _exceeds_cap_ratio(text: str, threshold: float = 0.5) -> bool:
     if text.isupper():
         capitalised = True
     else:
-        # Words of letters only, as unstructured counts them ("ITEM 1." is one word of two).
+        # Only tokens of letters count, as in unstructured ("ITEM 1." has one word).
         words = [token for token in text_type.word_tokenize(text) if token.isalpha()]
         capitalised = not words or (
             sum([word.istitle() or word.isupper() for word in words]) / len(words) > threshold
