@@ -271,6 +271,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     machine = report.get("machine", {})
     load = machine.get("load_average_at_start")
     versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v)
+    features = ", ".join(machine.get("cpu_features") or [])
+    features = f" ({features})" if features else ""
     lines = [
         "# Benchmarks side by side",
         "",
@@ -278,7 +280,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report.get('finished')}",
         "",
         f"Machine: {machine.get('platform')}, {machine.get('cpu_model') or 'CPU model unknown'}, "
-        f"Python {machine.get('python')}, {machine.get('cpus')} CPUs, "
+        f"Python {machine.get('python')}, {machine.get('cpus')} CPUs{features}, "
         f"load average at start {load}.",
         f"Versions: {versions}.",
         "",

@@ -160,6 +160,9 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
         {"command": "python -m bench", "machine": machine, "ingestion": ingestion}
     )
     assert f"{machine['cpu_model']}, Python" in markdown  # bfloat16 depends on the CPU
+    assert set(machine["cpu_features"]) <= set(compare.CPU_FEATURES)
+    on_amx = {**machine, "cpu_features": ["amx_bf16", "avx512_bf16"]}
+    assert "CPUs (amx_bf16, avx512_bf16), load" in render_markdown({"machine": on_amx})
     assert "LoreChat pipeline" in markdown
     assert "timed out after 60 s" in markdown
     assert "❌ new 1/1, old 1" in markdown
