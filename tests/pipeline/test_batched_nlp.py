@@ -184,9 +184,76 @@ def test_reordered_checks_answer_as_unstructureds_own() -> None:
 
 @pytest.mark.usefixtures("fresh_caches")
 def test_every_classifier_imported_reads_the_reordered_check() -> None:
-    from unstructured.partition import text, text_type
+    from unstructured.partition import docx, text, text_type
     from unstructured.partition.html import parser
 
     offline_nlp.patch_classifiers()
-    for module in (text_type, text, parser):
+    for module in (text_type, text):
         assert module.is_possible_narrative_text is offline_nlp._is_possible_narrative_text
+    for module in (parser, docx):
+        assert module.is_possible_narrative_text is offline_nlp.is_narrative_markup_text
+
+
+@pytest.mark.parametrize(
+    ("text", "narrative"),
+    [
+        ("", False),
+        ("2024", False),
+        ("See also", False),
+        ("Return Value", False),
+        ("----------- BREAK -----------", False),
+        ("WARNING. DO NOT UNPLUG.", False),  # capitals: a heading set in a paragraph
+        ("New in version 3.2.", True),  # ends like a sentence
+        ("Questions? Write to us.", True),
+        ("The installer checks your system first and then copies the files", True),
+    ],
+)
+def test_markup_text_is_narrative_by_its_length_and_ending(text: str, narrative: bool) -> None:
+    assert offline_nlp.is_narrative_markup_text(text) is narrative
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_markup_labels_stay_close_to_unstructureds_own() -> None:
+    """Both are heuristics, and only a label rides on them; a rule that drifted far from
+    unstructured's (say, everything narrative: 66% here) fails."""
+    texts = corpus_texts()
+    assert offline_nlp._narrative_check is not None
+    agreeing = sum(
+        offline_nlp.is_narrative_markup_text(text) == offline_nlp._narrative_check(text)
+        for text in texts
+    )
+    assert agreeing / len(texts) > 0.88
+
+
+HTML_PAGE = b"""<html><body>
+<h1>Installing the Command Line Tools</h1>
+<p>The installer checks your system first. It then copies the files into place.</p>
+<div>See also</div>
+<h2>Run the installer</h2>
+<p>Questions? Write to us.</p>
+</body></html>"""
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_html_is_labelled_without_spacy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unstructured.nlp import tokenize
+    from unstructured.partition.html import partition_html
+
+    install_offline_nlp()  # as parse_and_chunk does, after the partitioner's import
+    asked: list[str] = []
+    process = tokenize._process
+    monkeypatch.setattr(tokenize, "_process", lambda text: asked.append(text) or process(text))
+
+    labelled = [(type(e).__name__, e.text) for e in partition_html(text=HTML_PAGE.decode())]
+
+    assert labelled == [
+        ("Title", "Installing the Command Line Tools"),
+        (
+            "NarrativeText",
+            "The installer checks your system first. It then copies the files into place.",
+        ),
+        ("Text", "See also"),
+        ("Title", "Run the installer"),
+        ("NarrativeText", "Questions? Write to us."),
+    ]
+    assert asked == []

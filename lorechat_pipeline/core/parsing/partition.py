@@ -27,7 +27,7 @@ from lorechat_pipeline.core.parsing.offline_nlp import (
     install_offline_nlp,
 )
 
-PARSER_VERSION = "2"  # bump when parsing/cleaning logic changes
+PARSER_VERSION = "3"  # bump when parsing/cleaning logic changes
 
 # A backstop: callers enforce their own (smaller) limit before reading a document.
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
