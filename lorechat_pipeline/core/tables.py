@@ -15,7 +15,9 @@ def table_to_bytes(table: pa.Table) -> bytes:
 
 
 def table_from_bytes(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    # One file in memory: ParquetFile reads it without `read_table`'s dataset layer, which
+    # costs ~0.5 ms a call (a third of the read), paid several times per document per run.
+    return pq.ParquetFile(pa.BufferReader(data)).read()
 
 
 def write_table(store: ObjectStore, key: str, table: pa.Table) -> None:
