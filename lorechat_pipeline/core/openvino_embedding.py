@@ -14,6 +14,7 @@ index built by either accepts the other's queries.
 """
 
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,9 +62,20 @@ _compiled: dict[tuple[str, int, int, int], CompiledGraph] = {}
 _compiled_lock = threading.Lock()
 
 
-def native_reduced_precision() -> bool:
+def import_openvino() -> Any:
+    """`openvino`, without its usage telemetry. Importing it otherwise sends an event to Google
+    Analytics from a forked process (unless a consent file in the home folder or CI=true says
+    no): a network call from an offline pipeline, and a fork of a process whose LanceDB runtime
+    and encoder threads are running. Without the `openvino_telemetry` module OpenVINO falls back
+    to its own no-op stub."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
     import openvino
 
+    return openvino
+
+
+def native_reduced_precision() -> bool:
+    openvino = import_openvino()
     capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return "BF16" in capabilities
 
@@ -95,7 +107,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
 
     def __init__(self, folder: Path, *, threads: int = 1, batch_size: int = 16) -> None:
         try:
-            import openvino  # noqa: F401 - fail here, not at the first encode
+            import_openvino()  # fail here, not at the first encode
         except ImportError as error:  # pragma: no cover - depends on the installation
             raise OnnxExportError("the openvino encoder needs openvino installed") from error
         super().__init__(folder, threads=threads, batch_size=batch_size)
@@ -129,8 +141,7 @@ class OpenVinoEmbedder(OnnxEmbedder):
             return _compiled[key]
 
     def _choose_precision(self, graph: Path) -> CompiledGraph:
-        import openvino
-
+        openvino = import_openvino()
         core = openvino.Core()
         model = core.read_model(str(graph))
         full = compile_graph(core, model, self.threads, FULL_PRECISION)

@@ -330,3 +330,32 @@ def test_a_cut_short_export_is_rebuilt_offline(
     assert sorted(p.name for p in cache.iterdir()) == [folder.name]  # nothing left over
     vectors = np.array(report["vectors"], dtype=np.float32)
     assert (vectors * embedder.embed_documents(DOCUMENTS)).sum(axis=1).min() >= 0.9999
+
+
+TELEMETRY_SCRIPT = (
+    NETWORK_GUARD
+    + r"""
+import tempfile, time
+os.environ["HOME"] = tempfile.mkdtemp()  # no telemetry consent file: a fresh host
+forks = []
+fork = os.fork
+os.fork = lambda: forks.append("os.fork") or fork()
+
+from lorechat_pipeline.core.openvino_embedding import import_openvino
+
+import_openvino().Core().available_devices
+time.sleep(2)  # OpenVINO sends its import event from a thread pool, just after the import
+print(json.dumps({
+    "attempts": attempts,
+    "forks": forks,
+    "telemetry_loaded": sys.modules.get("openvino_telemetry") is not None,
+}))
+"""
+)
+
+
+def test_openvino_is_imported_without_its_telemetry() -> None:
+    """Importing OpenVINO sends a usage event from a forked process unless CI=true or a consent
+    file says no: neither holds on a production host, so CI's own variables are unset here."""
+    report = run_guarded(TELEMETRY_SCRIPT, unset=("CI", "TF_BUILD", "JENKINS_URL"))
+    assert report == {"attempts": [], "forks": [], "telemetry_loaded": False}
