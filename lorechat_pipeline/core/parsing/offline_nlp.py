@@ -166,15 +166,18 @@ def is_narrative_markup_text(text: str, *args: Any, **kwargs: Any) -> bool:
         return False
     if len(remove_punctuation(text).split()) >= SENTENCE_WORDS:
         return True
-    return _SENTENCE_END.search(text) is not None and not _title_cased(text)
+    if _SENTENCE_END.search(text) is None:
+        return False
+    return not (text.isupper() or _mostly_capitalised(_LETTER_RUNS.findall(text)))
 
 
-def _title_cased(text: str) -> bool:
-    """Mostly capitalised words, as unstructured's capitals ratio counts them."""
-    if text.isupper():
-        return True
-    words = _LETTER_RUNS.findall(text)
-    return not words or sum(word.istitle() or word.isupper() for word in words) / len(words) > 0.5
+def _mostly_capitalised(words: Sequence[str], threshold: float = 0.5) -> bool:
+    """unstructured's capitals ratio: more than `threshold` of the words title-cased or upper
+    case (no words count as capitalised)."""
+    return (
+        not words
+        or sum(word.istitle() or word.isupper() for word in words) / len(words) > threshold
+    )
 
 
 PREFETCH_WINDOW = 256
@@ -300,14 +303,11 @@ def _exceeds_cap_ratio(text: str, threshold: float = 0.5) -> bool:
     most one sentence whose words are mostly capitalised, and most texts are not."""
     from unstructured.partition import text_type
 
-    if text.isupper():
-        capitalised = True
-    else:
-        # Only tokens of letters count, as in unstructured ("ITEM 1." has one word).
-        words = [token for token in text_type.word_tokenize(text) if token.isalpha()]
-        capitalised = not words or (
-            sum([word.istitle() or word.isupper() for word in words]) / len(words) > threshold
-        )
+    # Only tokens of letters count, as in unstructured ("ITEM 1." has one word); the tokens
+    # are asked for only when the text is not all capitals.
+    capitalised = text.isupper() or _mostly_capitalised(
+        [token for token in text_type.word_tokenize(text) if token.isalpha()], threshold
+    )
     return capitalised and text_type.sentence_count(text, 3) <= 1
 
 
