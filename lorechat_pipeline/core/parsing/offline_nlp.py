@@ -7,6 +7,7 @@ is a re-upload of the same 3.8.0 model; we point the loader at it and never down
 """
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -51,6 +52,8 @@ MARKUP_CLASSIFIER_MODULES = frozenset(
 SENTENCE_WORDS = 6
 _SENTENCE_END = re.compile(r"[.!?:;]\W*$")
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")
+# Texts up to this length reach spaCy whole (its max_length is 1,000,000 characters).
+_TOKENIZED_CHARS = 100_000
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -59,6 +62,8 @@ _unbatched_process: Callable[[str], Any] | None = None
 _tagging_contains_verb: Callable[[str], bool] | None = None
 _narrative_check: Callable[..., bool] | None = None  # unstructured's is_possible_narrative_text
 _cap_ratio_check: Callable[..., bool] | None = None  # unstructured's exceeds_cap_ratio
+_unstructured_element_from_text: Callable[..., Any] | None = None
+_unstructured_sentence_count: Callable[..., int] | None = None
 _batch = threading.local()  # .prefetcher: the batch this thread's parse is reading, if any
 
 
@@ -97,9 +102,13 @@ def install_offline_nlp() -> None:
     through `batched_nlp` when a batch is active. A text is only tokenized up front; sentence
     boundaries and part-of-speech tags are computed when the classifier reads them, and its
     checks ask for them last (`_is_possible_narrative_text`, `_exceeds_cap_ratio`,
-    `_contains_verb`). Idempotent and thread-safe."""
+    `_contains_verb`) or answer without them where a count bounds the answer
+    (`_sentence_count`, `_too_few_capitals`); a batch's texts are classified once
+    (`_element_from_text`). The same elements as unstructured's own, as the parity tests check.
+    Idempotent and thread-safe."""
     global _installed, _unbatched_process, _tagging_contains_verb
-    global _narrative_check, _cap_ratio_check
+    global _narrative_check, _cap_ratio_check, _unstructured_element_from_text
+    global _unstructured_sentence_count
     set_offline_environment()
     if _installed:
         patch_classifiers()
@@ -108,6 +117,7 @@ def install_offline_nlp() -> None:
         if _installed:
             return
         from unstructured.nlp import tokenize
+        from unstructured.partition import text as text_partition
         from unstructured.partition import text_type
 
         tokenize._load_spacy_model = load_spacy_model
@@ -124,6 +134,11 @@ def install_offline_nlp() -> None:
         _cap_ratio_check = text_type.exceeds_cap_ratio
         text_type.exceeds_cap_ratio = _exceeds_cap_ratio
         _narrative_check = text_type.is_possible_narrative_text
+        _unstructured_sentence_count = text_type.sentence_count
+        text_type.sentence_count = _sentence_count
+        _unstructured_element_from_text = text_partition.element_from_text
+        text_partition.copy = _TemplateCopying  # type: ignore[assignment]
+        text_partition.element_from_text = _element_from_text
         _installed = True
         patch_classifiers()
 
@@ -298,17 +313,67 @@ def _contains_verb(text: str) -> bool:
     return _tagging_contains_verb(text)
 
 
+class _TemplateCopying:
+    """Stands in for the `copy` module where `partition_text` deep-copies its metadata template
+    for every paragraph: a template holding only immutable values (it holds none but a cached
+    frozenset of field names, whose deep copy was 4/5 of the cost) is copied shallowly, which is
+    the same copy; anything else is deep-copied."""
+
+    @staticmethod
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+        if _immutable(vars(value).values() if hasattr(value, "__dict__") else [value]):
+            return copy.copy(value)
+        return copy.deepcopy(value, memo)
+
+
+def _immutable(values: Any) -> bool:
+    return all(
+        value is None
+        or type(value) in (str, int, float, bool, bytes)
+        or (type(value) in (tuple, frozenset) and _immutable(value))
+        for value in values
+    )
+
+
+def _sentence_count(text: str, min_length: int | None = None) -> int:
+    """unstructured's `sentence_count`, which counts the sentences of at least `min_length`
+    words (whitespace-separated, punctuation removed): none when the whole text has fewer, since
+    each sentence is a part of it. The classifier asks this of every short text it could call a
+    title; most have fewer than its three or five words and need no sentence boundaries."""
+    from unstructured.cleaners.core import remove_punctuation
+
+    if min_length and len(remove_punctuation(text).split()) < min_length:
+        return 0
+    assert _unstructured_sentence_count is not None, "install_offline_nlp() has not run"
+    return _unstructured_sentence_count(text, min_length)
+
+
 def _exceeds_cap_ratio(text: str, threshold: float = 0.5) -> bool:
     """unstructured's `exceeds_cap_ratio`, counting sentences last: it is true of a text of at
     most one sentence whose words are mostly capitalised, and most texts are not."""
     from unstructured.partition import text_type
 
     # Only tokens of letters count, as in unstructured ("ITEM 1." has one word); the tokens
-    # are asked for only when the text is not all capitals.
-    capitalised = text.isupper() or _mostly_capitalised(
-        [token for token in text_type.word_tokenize(text) if token.isalpha()], threshold
+    # are asked for only when the text is not all capitals and the bound below cannot tell.
+    capitalised = text.isupper() or (
+        not _too_few_capitals(text, threshold)
+        and _mostly_capitalised(
+            [token for token in text_type.word_tokenize(text) if token.isalpha()], threshold
+        )
     )
     return capitalised and text_type.sentence_count(text, 3) <= 1
+
+
+def _too_few_capitals(text: str, threshold: float) -> bool:
+    """True when at most `threshold` of the text's words can be capitalised, whatever spaCy's
+    tokens: a capitalised token holds an upper or title case letter, and a run of letters between
+    spaces is at least one token of letters alone (spaCy splits at every whitespace character,
+    and only further). Spares tokenizing most paragraphs."""
+    if len(text) > _TOKENIZED_CHARS:  # spaCy would see only its start
+        return False
+    letter_words = sum(1 for run in text.split(" ") if run.isalpha())
+    capitals = sum(map(str.istitle, text))  # a single character: upper or title case
+    return letter_words > 0 and capitals <= threshold * letter_words
 
 
 def _is_possible_narrative_text(
@@ -348,21 +413,37 @@ def _is_possible_narrative_text(
     )
 
 
-def _would_ask_for(text: str) -> _AnnotationWanted | None:
-    """What the element classifier would read next that the text's document lacks, if anything:
-    the classifier itself runs on what is already computed, until it asks."""
-    from unstructured.partition.text import element_from_text
-
+def _classify_ahead(text: str) -> Any:
+    """The element the classifier makes of `text` from what its document already has computed,
+    or, when it would read something more first, what (an `_AnnotationWanted`); None when the
+    classification fails (the real one reports it)."""
+    assert _unstructured_element_from_text is not None, "install_offline_nlp() has not run"
     _batch.predicting = True
     try:
-        element_from_text(text)
+        return _unstructured_element_from_text(text)
     except _AnnotationWanted as wanted:
         return wanted
     except Exception:  # only a prediction: the real classification reports it
         return None
     finally:
         _batch.predicting = False
-    return None
+
+
+def _element_from_text(
+    text: str,
+    coordinates: Any = None,
+    coordinate_system: Any = None,
+) -> Any:
+    """Stands in for unstructured's `element_from_text`: a text its batch classified while
+    predicting what to annotate is not classified again (the same function on the same text and
+    annotations; the prediction was a third of classifying a text document)."""
+    prefetcher = getattr(_batch, "prefetcher", None)
+    if prefetcher is not None and coordinates is None and coordinate_system is None:
+        element = prefetcher.classified(str(text))
+        if element is not None:
+            return element
+    assert _unstructured_element_from_text is not None, "install_offline_nlp() has not run"
+    return _unstructured_element_from_text(text, coordinates, coordinate_system)
 
 
 class _Prefetcher:
@@ -370,9 +451,10 @@ class _Prefetcher:
     back. A cursor (not a text -> position map) keeps repeated texts, like a "CHAPTER I" in
     every book of a novel, from sending it back to their first occurrence.
 
-    A window is tokenized; sentence segmentation and tagging run, batched, only on the texts the
-    classifier will read sentences or tags of: most paragraphs (mostly lower case, more than 12
-    words) are classified on their tokens alone."""
+    A window is classified ahead, each text tokenized if the classifier reads its tokens; sentence
+    segmentation and tagging run, batched, only on the texts it read sentences or tags of, which
+    are then classified again: most paragraphs (mostly lower case, more than 12 words) need no
+    spaCy at all. The elements made are handed out once each, in place of classifying again."""
 
     LOOKAHEAD = 16  # texts the classifier may skip (empty bullets, furniture) between requests
 
@@ -381,16 +463,29 @@ class _Prefetcher:
         self._fallback = fallback
         self._texts = texts
         self._next = 0  # where the next window starts
-        self._docs: dict[str, Any] = {}
+        self._docs: dict[str, Any] = {}  # the window's texts: their documents once tokenized
+        self._elements: dict[str, Any] = {}  # classified ahead, not yet handed out
 
     def __call__(self, text: str) -> Any:
         text = str(text)
-        doc = self._docs.get(text)
-        if doc is not None:
-            return doc
+        if text not in self._docs and not self._open_window_at(text):
+            return self._fallback(text)
+        doc = self._docs[text]
+        if doc is None:  # tokenized when first read: most paragraphs are classified without
+            doc = self._docs[text] = self._nlp.make_doc(text)
+        return doc
+
+    def classified(self, text: str) -> Any:
+        """The element made of `text` ahead of its request, if any (once: a repeated text is
+        classified again)."""
+        if text not in self._docs and not self._open_window_at(text):
+            return None
+        return self._elements.pop(text, None)
+
+    def _open_window_at(self, text: str) -> bool:
         upcoming = self._texts[self._next : self._next + self.LOOKAHEAD]
         if text not in upcoming or len(text) > self._nlp.max_length:
-            return self._fallback(text)
+            return False
         start = self._next + upcoming.index(text)
         window = [
             t
@@ -398,17 +493,25 @@ class _Prefetcher:
             if len(t) <= self._nlp.max_length
         ]
         self._next = start + PREFETCH_WINDOW
-        self._docs = {t: self._nlp.make_doc(t) for t in window}
+        self._docs = dict.fromkeys(window)
+        self._elements = {}
         self._annotate_what_is_read()
-        return self._docs[text]
+        return True
 
     def _annotate_what_is_read(self) -> None:
         asking = list(self._docs)
         for _ in range(2):  # a text segmented may read tags next
-            wanted = [w for w in map(_would_ask_for, asking) if w and w.text in self._docs]
+            wanted: list[_AnnotationWanted] = []
+            for text in asking:
+                outcome = _classify_ahead(text)
+                if isinstance(outcome, _AnnotationWanted):
+                    if outcome.text in self._docs:
+                        wanted.append(outcome)
+                elif outcome is not None:
+                    self._elements[text] = outcome
             segmenting = [w.text for w in wanted if w.annotation == "sentences"]
-            _segment([self._docs[t] for t in segmenting])
-            _tag([self._docs[w.text] for w in wanted if w.annotation == "tags"])
+            _segment([self(t) for t in segmenting])
+            _tag([self(w.text) for w in wanted if w.annotation == "tags"])
             asking = segmenting
 
 
