@@ -266,11 +266,14 @@ class Pipeline:
             for position, shard in enumerate(plan.to_run):
                 if ahead:
                     ahead.allow_through(position + 1)
+                # Rows are folded into the index's indexes once, by the last run.
+                last = position == len(plan.to_run) - 1
+                index_write = {"config": {"fold_into_indexes": last}}
                 result = job.execute_in_process(
                     partition_key=shard,
                     instance=instance,
                     raise_on_error=False,
-                    run_config=self._run_config(observation),
+                    run_config=self._run_config({**observation, "vector_index": index_write}),
                     tags=_cli_run_tags(),
                 )
                 summary.run_ids.append(result.run_id)

@@ -306,9 +306,11 @@ class LanceVectorIndex:
             )
         return hits
 
-    def maintain(self, ann_index_min_rows: int) -> list[str]:
+    def maintain(self, ann_index_min_rows: int, fold: bool = True) -> list[str]:
         """Keep search fast as the table grows: scalar, full-text and (when large) ANN indexes,
-        a full-text index rebuilt when it lacks the analysis defined here."""
+        a full-text index rebuilt when it lacks the analysis defined here; with `fold`, rows
+        written since are folded into the indexes and small fragments compacted (without, they
+        are searched by a scan beside the indexes until a later call folds them)."""
         done: list[str] = []
         existing = {index.name: index for index in self.table.list_indices()}
         rows = self.count()
@@ -332,6 +334,15 @@ class LanceVectorIndex:
                 metric="cosine", index_type="IVF_FLAT", num_partitions=max(1, int(rows**0.5) // 4)
             )
             done.append("ivf_flat(vector)")
-        # Folds new rows into the existing indexes and compacts small fragments.
-        self.table.optimize()
+        if fold:
+            self.table.optimize()
         return done
+
+    def has_unfolded_rows(self) -> bool:
+        """Rows an index does not cover yet (written by runs that left the folding to a later
+        one)."""
+        for index in self.table.list_indices():
+            stats = self.table.index_stats(index.name)
+            if stats is not None and stats.num_unindexed_rows > 0:
+                return True
+        return False

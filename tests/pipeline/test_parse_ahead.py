@@ -78,6 +78,13 @@ def test_working_ahead_builds_the_same_index_and_later_runs_adopt_its_work(
     assert total(steps, "documents_chunked") == 40  # adopted ones count as chunked by their run
     assert 0 < total(steps, "documents_recovered") < 40
     assert total(step_metadata(serial, serial_summary.run_ids), "documents_recovered") == 0
+    # The rows are folded into the index's indexes once, by the last run.
+    folded = [
+        step["folded_into_indexes"]
+        for step in step_metadata(overlapped, summary.run_ids, asset="vector_index")
+    ]
+    assert folded == [False] * (len(summary.run_ids) - 1) + [True]
+    assert not overlapped.open_index().has_unfolded_rows()
 
     # Embedded ahead while an earlier run wrote its index: the shard's step adopted the vectors
     # (the snapshots above are equal to 5 decimals), and nothing was embedded twice.

@@ -122,6 +122,29 @@ def test_search_and_maintenance(tmp_path: Path) -> None:
     assert {hit.text for hit in filtered} == {"gamma", "delta"}
 
 
+def test_rows_left_unfolded_stay_searchable_until_a_fold(tmp_path: Path) -> None:
+    from serving.search import keyword
+
+    index = LanceVectorIndex.open_or_create(str(tmp_path), MANIFEST)
+    index.replace_documents(rows("a.md", ["alpha", "beta"]), [document_id("a.md")])
+    built = index.maintain(ann_index_min_rows=1_000_000, fold=False)
+    assert "fts(text)" in built  # missing indexes are built, folding or not
+    assert not index.has_unfolded_rows()
+    index.replace_documents(
+        rows("b.md", ["gamma", "delta", "epsilon", "xylophone"]), [document_id("b.md")]
+    )
+    assert index.maintain(ann_index_min_rows=1_000_000, fold=False) == []
+    assert index.has_unfolded_rows()
+    # Scanned beside the indexes: the new rows are found by every kind of search.
+    assert [hit.row["text"] for hit in keyword(index, "xylophone", 5, None)] == ["xylophone"]
+    vector_hits = index.search(np.array([0, 0, 0, 1], dtype=np.float32), k=1)
+    assert vector_hits[0].text == "xylophone"
+    assert index.count(f"document_id = {sql_string(document_id('b.md'))}") == 4
+    index.maintain(ann_index_min_rows=1_000_000)
+    assert not index.has_unfolded_rows()
+    assert [hit.row["text"] for hit in keyword(index, "xylophone", 5, None)] == ["xylophone"]
+
+
 def test_sql_literals_quote_safely() -> None:
     assert sql_string("it's") == "'it''s'"
     assert sql_in("document_id", ["a", "b'c"]) == "document_id IN ('a', 'b''c')"

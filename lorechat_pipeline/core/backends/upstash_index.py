@@ -580,9 +580,12 @@ class UpstashVectorIndex:
         # Every upsert went in: only now may a chunk go.
         self._delete_ids(list(write.stale))
 
-    def maintain(self, ann_index_min_rows: int) -> list[str]:
-        """Upstash indexes every upsert itself: nothing to build."""
+    def maintain(self, ann_index_min_rows: int, fold: bool = True) -> list[str]:
+        """Upstash indexes every upsert itself: nothing to build or fold."""
         return []
+
+    def has_unfolded_rows(self) -> bool:
+        return False
 
     # -- searching -----------------------------------------------------------------------------
 

@@ -78,6 +78,15 @@ def chunk_embeddings(
     )
 
 
+class IndexWriteConfig(dg.Config):
+    """Run config of `vector_index`."""
+
+    # False when more runs follow at once (`lorechat ingest` runs one shard after another): the
+    # rows written stay searchable, scanned beside the indexes, until the last run folds them
+    # in. Folding after every shard cost more than the writes on a first load.
+    fold_into_indexes: bool = True
+
+
 @dg.asset(
     partitions_def=document_shards_partitions_def,
     backfill_policy=SHARDS_IN_ONE_RUN,
@@ -94,6 +103,7 @@ def chunk_embeddings(
 )
 def vector_index(
     context: dg.AssetExecutionContext,
+    config: IndexWriteConfig,
     processed_store: ObjectStoreResource,
     ingestion_config: IngestionConfig,
     embedder: EmbedderResource,
@@ -123,7 +133,11 @@ def vector_index(
         context.log.warning(f"chunk {chunk.chunk_id} not indexed: {chunk.reason}")
     replaced = sum(r.documents_replaced for r in reports)
     deleted = sum(r.documents_deleted for r in reports)
-    maintenance = index.maintain(ingestion_config.ann_index_min_rows) if replaced or deleted else []
+    maintenance = (
+        index.maintain(ingestion_config.ann_index_min_rows, fold=config.fold_into_indexes)
+        if replaced or deleted or (config.fold_into_indexes and index.has_unfolded_rows())
+        else []
+    )
     return dg.MaterializeResult(
         metadata={
             "shards": ", ".join(context.partition_keys),
@@ -143,6 +157,7 @@ def vector_index(
                 ]
             ),
             "index_maintenance": ", ".join(maintenance) or "none",
+            "folded_into_indexes": config.fold_into_indexes,
             "seconds": round(time.perf_counter() - started, 3),
         }
     )
