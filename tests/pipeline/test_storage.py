@@ -79,3 +79,33 @@ def test_split_s3_uri() -> None:
     assert split_s3_uri("s3://bucket") == ("bucket", "")
     with pytest.raises(ValueError, match="not an s3"):
         split_s3_uri("/tmp/x")
+
+
+def test_tables_are_parquet_any_reader_reads_and_earlier_ones_still_load(tmp_path: Path) -> None:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lorechat_pipeline.core.tables import read_table, table_to_bytes, write_table
+
+    table = pa.table(
+        {
+            "chunk_id": ["a", "b"],
+            "text": ["first chunk", "second chunk"],
+            "element_types": [["Title"], ["NarrativeText", "ListItem"]],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array([0.5, 1.0, -1.0, 2.0]), 2),
+        }
+    )
+    store = LocalObjectStore(tmp_path / "store")
+    write_table(store, "t.parquet", table)
+    assert read_table(store, "t.parquet") == table
+    written = pq.ParquetFile(tmp_path / "store" / "t.parquet").metadata.row_group(0).column(1)
+    assert written.compression == "LZ4"  # pyarrow's name for the LZ4_RAW codec it writes
+    assert pq.read_table(io.BytesIO(table_to_bytes(table))) == table
+    # Artifacts written before (zstd) are read as they are.
+    earlier = io.BytesIO()
+    pq.write_table(table, earlier, compression="zstd")
+    store.write("earlier.parquet", earlier.getvalue())
+    assert read_table(store, "earlier.parquet") == table
+    assert read_table(store, "missing.parquet") is None
