@@ -500,19 +500,18 @@ class _Prefetcher:
 
     def _annotate_what_is_read(self) -> None:
         asking = list(self._docs)
-        for _ in range(2):  # a text segmented may read tags next
-            wanted: list[_AnnotationWanted] = []
+        for _ in range(3):  # sentences then tags, or tags then sentences, then the element
+            wanted: dict[str, _AnnotationWanted] = {}
             for text in asking:
                 outcome = _classify_ahead(text)
                 if isinstance(outcome, _AnnotationWanted):
                     if outcome.text in self._docs:
-                        wanted.append(outcome)
+                        wanted[text] = outcome
                 elif outcome is not None:
                     self._elements[text] = outcome
-            segmenting = [w.text for w in wanted if w.annotation == "sentences"]
-            _segment([self(t) for t in segmenting])
-            _tag([self(w.text) for w in wanted if w.annotation == "tags"])
-            asking = segmenting
+            _segment([self(w.text) for w in wanted.values() if w.annotation == "sentences"])
+            _tag([self(w.text) for w in wanted.values() if w.annotation == "tags"])
+            asking = list(wanted)
 
 
 def warm_up() -> None:
