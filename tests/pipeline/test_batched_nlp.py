@@ -24,6 +24,8 @@ it asks before replacing anything you changed. Nothing is removed without a prom
 
 Run the installer
 
+About these files
+
 CHAPTER TWO: WHAT CAN GO WRONG
 
 WARNING. DO NOT UNPLUG THE DEVICE.
@@ -91,6 +93,7 @@ def test_only_what_the_classifier_reads_is_computed() -> None:
         prefetcher = offline_nlp._batch.prefetcher
         assert prefetcher.classified(texts[0]) is not None
         docs = dict(prefetcher._docs)
+        elements_made_ahead = set(prefetcher._elements)
     heading = "Installing the Command Line Tools"
     several_sentences = next(t for t in texts if t.startswith("The installer checks"))
     one_sentence = "Configuration files live under the home folder."
@@ -103,6 +106,12 @@ def test_only_what_the_classifier_reads_is_computed() -> None:
     # Short enough to be a title: its sentences and then its verbs are read.
     assert docs[one_sentence].has_annotation("SENT_START")
     assert docs[one_sentence].has_annotation("TAG")
+    # Too short for two sentences of five words, so its verbs first; without one, its
+    # sentences of three words: both computed in the batch, and the element made ahead.
+    no_verb = "About these files"
+    assert docs[no_verb].has_annotation("TAG")
+    assert docs[no_verb].has_annotation("SENT_START")
+    assert no_verb in elements_made_ahead
 
 
 @pytest.mark.usefixtures("fresh_caches")
