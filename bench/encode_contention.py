@@ -29,7 +29,6 @@ if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-CALL_SIZE = 512  # CHUNKS_PER_ENCODE of the embedding step
 BUSY_PROCESS = "while True: pass"
 
 
@@ -94,9 +93,12 @@ def busy_process(niceness: int) -> Iterator[None]:
 
 
 def throughput(embedder: Any, texts: list[str]) -> float:
+    """Chunks a second, encoded in calls as large as the embedding step's."""
+    from lorechat_pipeline.core.stages.embedding import CHUNKS_PER_ENCODE
+
     started = time.perf_counter()
-    for start in range(0, len(texts), CALL_SIZE):
-        embedder.embed_documents(texts[start : start + CALL_SIZE])
+    for start in range(0, len(texts), CHUNKS_PER_ENCODE):
+        embedder.embed_documents(texts[start : start + CHUNKS_PER_ENCODE])
     return len(texts) / (time.perf_counter() - started)
 
 
@@ -118,7 +120,9 @@ def main() -> None:
         ("one encoder thread, alone", 1, contextlib.nullcontext),
         ("one encoder thread, beside a busy process", 1, lambda: busy_process(0)),
     ]
-    print(f"{len(texts)} chunks, {cores} cores, calls of {CALL_SIZE}")
+    from lorechat_pipeline.core.stages.embedding import CHUNKS_PER_ENCODE
+
+    print(f"{len(texts)} chunks, {cores} cores, calls of {CHUNKS_PER_ENCODE}")
     embedders: dict[int, Any] = {}
     alone = None
     for label, threads, condition in conditions:
