@@ -129,6 +129,7 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
         "runs": [
             outcome("ours", "full", 100, 10.0),
             outcome("unstructured", "full", 120, 20.0),
+            outcome("llamaindex", "full", 100, 6.2735),
             outcome("ceiling", "full", 100, 5.0),
             outcome("ours", "unchanged", 100, 0.1),
             outcome(
@@ -150,6 +151,7 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
     assert rows["ours", "full"]["chunks_per_second"] == 10.0
     assert rows["ours", "full"]["ratio_to_ceiling"] == 0.5
     assert rows["unstructured", "full"]["ratio_to_ceiling"] == 0.3
+    assert rows["llamaindex", "full"]["ratio_to_ceiling"] == 0.797
     assert rows["ceiling", "full"]["ratio_to_ceiling"] == 1.0
     assert rows["ours", "unchanged"]["ratio_to_full_run"] == 0.01
     assert rows["ours", "changed"]["correct"] is False  # the old text is still there
@@ -164,6 +166,8 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
     on_amx = {**machine, "cpu_features": ["amx_bf16", "avx512_bf16"]}
     assert "CPUs (amx_bf16, avx512_bf16), load" in render_markdown({"machine": on_amx})
     assert "LoreChat pipeline" in markdown
+    assert "| 0.797 |" in markdown  # not rounded up to the 0.8 target
+    assert "| 0.500 |" in markdown
     assert "timed out after 60 s" in markdown
     assert "❌ new 1/1, old 1" in markdown
     assert "llama_index.core is not installed" in markdown
