@@ -32,7 +32,7 @@ from typing import Any
 from bench.ingest import prepare_source
 from bench.ingest_worker import PEER_WORKAROUNDS, normalise
 from bench.isolation import REPO, run_isolated
-from bench.plots import write_plots
+from bench.plots import plotting_unavailable, write_plots
 from bench.report import ingestion_rows, render_markdown
 
 PYTHON_DOCS = Path("/work/debian-docs/python3.11-doc/usr/share/doc/python3.11/html/_sources")
@@ -332,6 +332,9 @@ def write_report(report: dict[str, Any], output: Path) -> str:
     markdown = render_markdown(report)
     if plots:
         markdown += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    elif reason := plotting_unavailable():
+        # Said, so that a report without plots is not taken for one with nothing to plot.
+        markdown += f"\nNo plots: {reason}.\n"
     (output / "report.json").write_text(json.dumps(report, indent=2))
     (output / "report.md").write_text(markdown)
     return markdown

@@ -7,14 +7,23 @@ from typing import Any
 from bench.report import LABELS, ingestion_rows, serving_loads
 
 
-def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
+def plotting_unavailable() -> str | None:
+    """Why no plots can be drawn here, or None when they can."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
+        return "matplotlib is not installed (`make bench-setup` installs it with the peers)"
+    return None
+
+
+def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
+    if plotting_unavailable():
         return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     written: list[Path] = []
 
     rows = [

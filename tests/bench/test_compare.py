@@ -4,6 +4,7 @@ report of our pipeline on a tiny folder. The peers' run is slow and needs the be
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from bench.compare import (
     plan_edits,
     run,
     stage_sources,
+    write_report,
 )
 from bench.ingest_worker import check_changes
 from bench.isolation import run_isolated
@@ -262,6 +264,24 @@ def test_plots_of_a_report(tmp_path: Path) -> None:
         "scale.png",
     ]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
+
+
+def test_a_report_without_matplotlib_says_why_it_has_no_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingestion = {
+        "source": ["docs"],
+        "limit": None,
+        "documents": 10,
+        "edited_documents": 1,
+        "runs": [outcome("ours", "full", 100, 10.0), outcome("ceiling", "full", 100, 5.0)],
+    }
+    report = {"ingestion": ingestion}  # something to plot
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # an import of it now fails
+    markdown = write_report(report, tmp_path)
+    assert "No plots: matplotlib is not installed" in markdown
+    assert (tmp_path / "report.md").read_text() == markdown
+    assert not list(tmp_path.glob("*.png"))
 
 
 def test_the_scale_section_shows_lancedb_and_the_in_memory_copy() -> None:
