@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/encode_contention.py [--home LORECHAT_HOME] [--chunks N]
 
-Encodes the same chunks, in calls of 512 as the embedding step does, with the pipeline's own
+Encodes the same chunks, in calls as large as the embedding step's, with the pipeline's own
 encoder: alone; beside a Python thread of the same process that never sleeps (Dagster, the
 index writer and the chunk tables are such threads during an ingest); beside one that works
 half the time; beside a busy process (a parser worker), at normal and lowest priority; and with
@@ -92,13 +92,11 @@ def busy_process(niceness: int) -> Iterator[None]:
         process.wait()
 
 
-def throughput(embedder: Any, texts: list[str]) -> float:
-    """Chunks a second, encoded in calls as large as the embedding step's."""
-    from lorechat_pipeline.core.stages.embedding import CHUNKS_PER_ENCODE
-
+def throughput(embedder: Any, texts: list[str], call_size: int) -> float:
+    """Chunks a second, encoded in calls of `call_size` chunks."""
     started = time.perf_counter()
-    for start in range(0, len(texts), CHUNKS_PER_ENCODE):
-        embedder.embed_documents(texts[start : start + CHUNKS_PER_ENCODE])
+    for start in range(0, len(texts), call_size):
+        embedder.embed_documents(texts[start : start + call_size])
     return len(texts) / (time.perf_counter() - started)
 
 
@@ -131,7 +129,7 @@ def main() -> None:
             embedders[threads].embed_documents(texts[:64])  # compile and warm up
         with condition():
             time.sleep(0.2)  # let the competitor start
-            rate = throughput(embedders[threads], texts)
+            rate = throughput(embedders[threads], texts, CHUNKS_PER_ENCODE)
         alone = alone or rate
         print(f"{label:45s} {threads} thread(s) {rate:7.1f} chunks/s  {alone / rate:4.2f}x slower")
 

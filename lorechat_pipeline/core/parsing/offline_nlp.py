@@ -47,8 +47,7 @@ CLASSIFIER_MODULES = (
 MARKUP_CLASSIFIER_MODULES = frozenset(
     {"unstructured.partition.html.parser", "unstructured.partition.docx"}
 )
-# A text of this many words or more is a sentence's length (unstructured counts a sentence's
-# words after removing punctuation, as `remove_punctuation(text).split()` does here).
+# A text of this many words or more is a sentence's length (counted as `_sentence_words` does).
 SENTENCE_WORDS = 6
 _SENTENCE_END = re.compile(r"[.!?:;]\W*$")
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")
@@ -174,12 +173,11 @@ def is_narrative_markup_text(text: str, *args: Any, **kwargs: Any) -> bool:
     of parsing an HTML page. Both are heuristics; on the postgresql-doc and python3.11-doc HTML
     manuals they agree on 93% and 89% of texts (the rest are lines like "See also" or "New in
     version 3.2.", where a verb tips unstructured's)."""
-    from unstructured.cleaners.core import remove_punctuation
     from unstructured.partition.text_type import under_non_alpha_ratio
 
     if not text or text.isnumeric() or under_non_alpha_ratio(text, threshold=0.5):
         return False
-    if len(remove_punctuation(text).split()) >= SENTENCE_WORDS:
+    if _sentence_words(text) >= SENTENCE_WORDS:
         return True
     if _SENTENCE_END.search(text) is None:
         return False
@@ -340,12 +338,18 @@ def _sentence_count(text: str, min_length: int | None = None) -> int:
     words (whitespace-separated, punctuation removed): none when the whole text has fewer, since
     each sentence is a part of it. The classifier asks this of every short text it could call a
     title; most have fewer than its three or five words and need no sentence boundaries."""
-    from unstructured.cleaners.core import remove_punctuation
-
-    if min_length and len(remove_punctuation(text).split()) < min_length:
+    if min_length and _sentence_words(text) < min_length:
         return 0
     assert _unstructured_sentence_count is not None, "install_offline_nlp() has not run"
     return _unstructured_sentence_count(text, min_length)
+
+
+def _sentence_words(text: str) -> int:
+    """Words as unstructured counts them towards a sentence's length: split at whitespace once
+    punctuation is removed."""
+    from unstructured.cleaners.core import remove_punctuation
+
+    return len(remove_punctuation(text).split())
 
 
 def _exceeds_cap_ratio(text: str, threshold: float = 0.5) -> bool:
