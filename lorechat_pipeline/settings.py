@@ -92,6 +92,8 @@ class LorechatSettings(BaseSettings):
     onnx_cache_dir: Path | None = None
     # Threads of one encode (0: one per core).
     embedding_threads: int = Field(default=0, ge=0)
+    # openvino/onnx: encode in a child process, out of reach of the pipeline's Python threads.
+    encoder_process: bool = True
     ann_index_min_rows: int = Field(default=100_000, ge=256)
 
     # Amazon Bedrock embeddings (LORECHAT_EMBEDDER=bedrock).

@@ -88,6 +88,7 @@ def embedder_resource(settings: LorechatSettings) -> EmbedderResource:
         encoder=settings.local_encoder,
         onnx_cache_dir=str(settings.onnx_cache_path),
         threads=settings.embedding_threads,
+        own_process=settings.encoder_process,
         aws_region=settings.aws_region,
         bedrock_endpoint_url=settings.bedrock_endpoint_url,
     )

@@ -19,6 +19,7 @@ from lorechat_pipeline.core.embedding import (
     SentenceTransformerEmbedder,
     embedder_model_id,
 )
+from lorechat_pipeline.core.encoder_process import ProcessEmbedder
 from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.manifest import IndexManifest
 from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder, ensure_export, export_cache_folder
@@ -71,6 +72,9 @@ class SentenceTransformerEmbedderResource(EmbedderResource):
     onnx_cache_dir: str | None = None
     # Threads of one encode (0: one per core).
     threads: int = 0
+    # openvino and onnx encoders: encode in a child process (one per configuration and
+    # process), where the pipeline's Python threads cannot hold the encoder up.
+    own_process: bool = True
 
     _embedder: Any = PrivateAttr(default=None)
 
@@ -84,10 +88,14 @@ class SentenceTransformerEmbedderResource(EmbedderResource):
                 raise ValueError(f"the {self.encoder} encoder needs onnx_cache_dir")
             folder = export_cache_folder(Path(self.onnx_cache_dir), self.model_id())
             ensure_export(folder, self.model_path, self.max_tokens)
-            runner = OpenVinoEmbedder if self.encoder is LocalEncoder.OPENVINO else OnnxEmbedder
-            self._embedder = runner(
-                folder, threads=self.threads or usable_cores(), batch_size=self.batch_size
-            )
+            threads = self.threads or usable_cores()
+            if self.own_process:
+                self._embedder = ProcessEmbedder(
+                    folder, runner=self.encoder.value, threads=threads, batch_size=self.batch_size
+                )
+            else:
+                runner = OpenVinoEmbedder if self.encoder is LocalEncoder.OPENVINO else OnnxEmbedder
+                self._embedder = runner(folder, threads=threads, batch_size=self.batch_size)
         embedder: Embedder = self._embedder
         return embedder
 

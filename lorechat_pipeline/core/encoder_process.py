@@ -1,0 +1,271 @@
+"""The local encoder (OpenVINO or onnxruntime on the ONNX export) in a process of its own.
+
+An ingest's process also runs Dagster's event log and run bookkeeping, the Parquet chunk and
+embedding tables, LanceDB commits and the work-ahead thread: Python threads that hold the
+interpreter lock while they work. The encoder's own thread needs that lock around every batch it
+hands to the graph, and while it waits both of the graph's threads wait with it. In a process
+of its own the encoder never waits for another thread's lock; what the pipeline does beside it
+competes only for the cores, like any other process.
+
+The child runs this module (`python -m`, not multiprocessing's spawn, which re-imports the
+parent's `__main__`), speaks multiprocessing's `Connection` protocol over a socket pair and ends
+when the parent closes its end or exits, whatever way it exits (the socket reads end-of-file).
+One child per encoder configuration per process, shared by every embedder and Dagster run in it.
+"""
+
+import atexit
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lorechat_pipeline.core.embedding import Embedder
+from lorechat_pipeline.core.onnx_embedding import OnnxExportInfo
+
+logger = logging.getLogger(__name__)
+
+OPENVINO = "openvino"
+ONNX = "onnx"
+STOP_GRACE_SECONDS = 5.0
+
+
+class EncoderProcessError(RuntimeError):
+    """The encoder process failed or exited; the next call starts a new one."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What the child builds: `runner` (openvino or onnx) on the export in `folder`."""
+
+    runner: str
+    folder: str
+    threads: int
+    batch_size: int
+
+    def build(self) -> Any:
+        if self.runner == OPENVINO:
+            from lorechat_pipeline.core.openvino_embedding import OpenVinoEmbedder
+
+            return OpenVinoEmbedder(
+                Path(self.folder), threads=self.threads, batch_size=self.batch_size
+            )
+        if self.runner == ONNX:
+            from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder
+
+            return OnnxEmbedder(Path(self.folder), threads=self.threads, batch_size=self.batch_size)
+        raise ValueError(f"no encoder runner named {self.runner!r}")
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class EncoderProcess:
+    """A child process running one encoder; `request` is one round trip, one at a time."""
+
+    def __init__(self, spec: EncoderSpec):
+        self.spec = spec
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._connection: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        """Start the child if it is not running (it loads the model without being asked)."""
+        with self._lock:
+            self._start()
+
+    def request(self, kind: str, payload: Any = None) -> Any:
+        with self._lock:
+            connection = self._start()
+            try:
+                connection.send((kind, payload))
+                status, reply = connection.recv()
+            except (EOFError, OSError) as error:
+                raise EncoderProcessError(
+                    f"the encoder process ({self.spec.runner}) ended while asked to {kind}: "
+                    f"{describe_exit(self._reap())}"
+                ) from error
+            if status == "error":
+                raise EncoderProcessError(f"the encoder process failed to {kind}: {reply}")
+            return reply
+
+    def close(self) -> None:
+        with self._lock:
+            self._reap(grace=STOP_GRACE_SECONDS)
+
+    def _start(self) -> Connection:
+        if self._connection is not None and self._process and self._process.poll() is None:
+            return self._connection
+        self._reap()
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    str(theirs.fileno()),
+                    json.dumps(asdict(self.spec)),
+                ],
+                pass_fds=(theirs.fileno(),),
+                env=_child_environment(),
+                stdin=subprocess.DEVNULL,
+                # Its stdout is not the parent's to write on (a CLI's output, a caller's pipe).
+                stdout=subprocess.DEVNULL,
+            )
+            self._connection = Connection(ours.detach())
+        logger.debug("encoder process %s started for %s", self._process.pid, self.spec)
+        return self._connection
+
+    def _reap(self, grace: float = 0.0) -> int | None:
+        """Close the connection (the child exits on end-of-file) and wait for it; kill it
+        after `grace` seconds. The exit status, None if there was no child."""
+        connection, self._connection = self._connection, None
+        process, self._process = self._process, None
+        if connection is not None:
+            connection.close()
+        if process is None:
+            return None
+        try:
+            return process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, with the folder this package was imported from first on the path:
+    the child must run the parent's code (a checkout on `sys.path`, not an installed copy)."""
+    import lorechat_pipeline
+
+    package_root = str(Path(lorechat_pipeline.__file__).resolve().parents[1])
+    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
+
+
+_processes: dict[EncoderSpec, EncoderProcess] = {}
+_processes_lock = threading.Lock()
+
+
+def encoder_process(spec: EncoderSpec) -> EncoderProcess:
+    """The process's one child for `spec` (not started until asked)."""
+    with _processes_lock:
+        if spec not in _processes:
+            _processes[spec] = EncoderProcess(spec)
+        return _processes[spec]
+
+
+@atexit.register
+def close_encoder_processes() -> None:
+    with _processes_lock:
+        processes = list(_processes.values())
+    for process in processes:
+        process.close()
+
+
+class ProcessEmbedder(Embedder):
+    """The interface of `OnnxEmbedder`/`OpenVinoEmbedder`, each call a round trip to the child:
+    the same vectors, bit for bit (the child runs that very encoder)."""
+
+    def __init__(
+        self, folder: Path, *, runner: str = OPENVINO, threads: int = 1, batch_size: int = 16
+    ):
+        self.folder = folder
+        self.info = OnnxExportInfo.read(folder)
+        self.model_id = self.info.model_id
+        self.dimension = self.info.dimension
+        self.normalized = self.info.normalized
+        self.max_tokens = self.info.max_tokens
+        self.threads = threads
+        self.batch_size = batch_size
+        self.process = encoder_process(EncoderSpec(runner, str(folder), threads, batch_size))
+        self._tokens_read = 0
+        self._tokens_lock = threading.Lock()
+
+    def warm_up_in_background(self) -> None:
+        self.process.start()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        data, tokens = self.process.request("embed", list(texts))
+        with self._tokens_lock:
+            self._tokens_read += tokens
+        return np.frombuffer(data, dtype=np.float32).reshape(len(texts), self.dimension).copy()
+
+    @property
+    def input_tokens(self) -> int:
+        """Tokens the model has read across this embedder's `embed_documents` calls."""
+        return self._tokens_read
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        count: int = self.process.request("count_tokens", list(texts))
+        return count
+
+    @property
+    def precision(self) -> str:
+        precision: str = self.process.request("precision")
+        return precision
+
+
+def serve(connection: Connection, spec: EncoderSpec) -> None:
+    """Answer requests until the parent closes its end."""
+    embedder = spec.build()
+    embedder.session  # noqa: B018 - load and compile the graph before the first request
+    while True:
+        try:
+            kind, payload = connection.recv()
+        except EOFError:
+            return
+        try:
+            if kind == "embed":
+                before = embedder.input_tokens
+                vectors = embedder.embed_documents(payload)
+                reply: Any = (vectors.astype(np.float32).tobytes(), embedder.input_tokens - before)
+            elif kind == "count_tokens":
+                reply = embedder.count_tokens(payload)
+            elif kind == "precision":
+                reply = getattr(embedder, "precision", "f32")
+            else:
+                raise ValueError(f"unknown request {kind!r}")
+        except Exception as error:  # the parent raises it; this process stays usable
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+            continue
+        connection.send(("ok", reply))
+
+
+def main() -> None:
+    descriptor, spec = int(sys.argv[1]), EncoderSpec(**json.loads(sys.argv[2]))
+    # The parent's Ctrl-C reaches the whole process group: the parent decides when this ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection = Connection(descriptor)
+    try:
+        serve(connection, spec)
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    main()
