@@ -3,10 +3,12 @@
     .venv/bin/python bench/encode_contention.py [--home LORECHAT_HOME] [--chunks N]
 
 Encodes the same chunks, in calls as large as the embedding step's, with the pipeline's own
-encoder: alone; beside a Python thread of the same process that never sleeps (Dagster, the
-index writer and the chunk tables are such threads during an ingest); beside one that works
-half the time; beside a busy process (a parser worker), at normal and lowest priority; and with
-one encoder thread instead of one per core. Prints chunks/s and the slowdown against alone.
+encoder in this process: alone; beside a Python thread of the same process that never sleeps
+(Dagster, the index writer and the chunk tables are such threads during an ingest); beside one
+that works half the time; beside a busy process (a parser worker), at normal and lowest
+priority; with one encoder thread instead of one per core; and in a process of its own (the
+pipeline's default) beside the same Python threads of this process. Prints chunks/s and the
+slowdown against alone.
 
 The chunks come from the index under `--home` (a `lorechat ingest` run's home), else from this
 repository's own documentation, parsed and chunked as the pipeline does.
@@ -30,6 +32,8 @@ if not os.environ.get("PYTHONPATH"):
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BUSY_PROCESS = "while True: pass"
+# What runs beside the encoder while it is measured.
+Competitor = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 def chunks_from_index(home: Path) -> list[str]:
@@ -49,12 +53,12 @@ def chunks_from_repository() -> list[str]:
     return [c.text for d in documents for c in parse_and_chunk(d.read_bytes(), d.name, options)]
 
 
-def local_embedder(threads: int) -> Any:
+def local_embedder(threads: int, own_process: bool) -> Any:
     from lorechat_pipeline.defs.resources import embedder_resource
     from lorechat_pipeline.settings import load_settings
 
-    settings = load_settings().model_copy(update={"embedding_threads": threads})
-    return embedder_resource(settings).get_embedder()
+    update = {"embedding_threads": threads, "encoder_process": own_process}
+    return embedder_resource(load_settings().model_copy(update=update)).get_embedder()
 
 
 @contextlib.contextmanager
@@ -109,27 +113,30 @@ def main() -> None:
     texts = chunks_from_index(args.home) if args.home else chunks_from_repository()
     texts = texts[: args.chunks]
     cores = len(os.sched_getaffinity(0))
-    conditions: list[tuple[str, int, Callable[[], contextlib.AbstractContextManager[None]]]] = [
-        ("alone", cores, contextlib.nullcontext),
-        ("beside a busy Python thread (same process)", cores, lambda: busy_thread(1.0)),
-        ("beside a Python thread busy half the time", cores, lambda: busy_thread(0.5)),
-        ("beside a busy process", cores, lambda: busy_process(0)),
-        ("beside a busy process at nice 19", cores, lambda: busy_process(19)),
-        ("one encoder thread, alone", 1, contextlib.nullcontext),
-        ("one encoder thread, beside a busy process", 1, lambda: busy_process(0)),
+    conditions: list[tuple[str, int, bool, Competitor]] = [
+        ("alone", cores, False, contextlib.nullcontext),
+        ("beside a busy Python thread (same process)", cores, False, lambda: busy_thread(1.0)),
+        ("beside a Python thread busy half the time", cores, False, lambda: busy_thread(0.5)),
+        ("beside a busy process", cores, False, lambda: busy_process(0)),
+        ("beside a busy process at nice 19", cores, False, lambda: busy_process(19)),
+        ("one encoder thread, alone", 1, False, contextlib.nullcontext),
+        ("one encoder thread, beside a busy process", 1, False, lambda: busy_process(0)),
+        ("own process, alone", cores, True, contextlib.nullcontext),
+        ("own process, beside a busy Python thread here", cores, True, lambda: busy_thread(1.0)),
+        ("own process, beside one busy half the time", cores, True, lambda: busy_thread(0.5)),
     ]
     from lorechat_pipeline.core.stages.embedding import CHUNKS_PER_ENCODE
 
     print(f"{len(texts)} chunks, {cores} cores, calls of {CHUNKS_PER_ENCODE}")
-    embedders: dict[int, Any] = {}
+    embedders: dict[tuple[int, bool], Any] = {}
     alone = None
-    for label, threads, condition in conditions:
-        if threads not in embedders:
-            embedders[threads] = local_embedder(threads)
-            embedders[threads].embed_documents(texts[:64])  # compile and warm up
+    for label, threads, own_process, condition in conditions:
+        if (threads, own_process) not in embedders:
+            embedders[threads, own_process] = local_embedder(threads, own_process)
+            embedders[threads, own_process].embed_documents(texts[:64])  # compile and warm up
         with condition():
             time.sleep(0.2)  # let the competitor start
-            rate = throughput(embedders[threads], texts, CHUNKS_PER_ENCODE)
+            rate = throughput(embedders[threads, own_process], texts, CHUNKS_PER_ENCODE)
         alone = alone or rate
         print(f"{label:45s} {threads} thread(s) {rate:7.1f} chunks/s  {alone / rate:4.2f}x slower")
 

@@ -103,7 +103,9 @@ def run_ceiling(source: Path, state: Path) -> tuple[Callable[[], Any], Callable[
     from lorechat_pipeline.runner import Pipeline
     from lorechat_pipeline.settings import load_settings
 
-    pipeline = Pipeline.from_settings(load_settings(home=state / "home", source=str(source)))
+    # The encoder in this process: nothing else runs here, and no hand-off to a child is timed.
+    settings = load_settings(home=state / "home", source=str(source), encoder_process=False)
+    pipeline = Pipeline.from_settings(settings)
     texts = pipeline.open_index().rows(None, ["text"]).column("text").to_pylist()
     embedder = pipeline.embedder
     embedder.embed_documents(["warm up the model before timing"])

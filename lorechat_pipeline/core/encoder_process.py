@@ -14,6 +14,7 @@ One child per encoder configuration per process, shared by every embedder and Da
 """
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -105,9 +106,11 @@ class EncoderProcess:
             except (EOFError, OSError) as error:
                 raise EncoderProcessError(
                     f"the encoder process ({self.spec.runner}) ended while asked to {kind}: "
-                    f"{describe_exit(self._reap())}"
+                    f"{describe_exit(self._reap(grace=1.0))}"
                 ) from error
-            if status == "error":
+            if status == "fatal":  # and it is exiting: wait, so the next request starts anew
+                self._reap(grace=STOP_GRACE_SECONDS)
+            if status != "ok":
                 raise EncoderProcessError(f"the encoder process failed to {kind}: {reply}")
             return reply
 
@@ -232,8 +235,15 @@ class ProcessEmbedder(Embedder):
 
 def serve(connection: Connection, spec: EncoderSpec) -> None:
     """Answer requests until the parent closes its end."""
-    embedder = spec.build()
-    embedder.session  # noqa: B018 - load and compile the graph before the first request
+    try:
+        embedder = spec.build()
+        embedder.session  # noqa: B018 - load and compile the graph before the first request
+    except Exception as error:
+        # Said in answer to the first request, then gone: the next request starts a new child.
+        with contextlib.suppress(EOFError):
+            connection.recv()
+            connection.send(("fatal", f"could not load the model: {type(error).__name__}: {error}"))
+        return
     while True:
         try:
             kind, payload = connection.recv()

@@ -13,6 +13,7 @@ import pytest
 
 from lorechat_pipeline.core import onnx_embedding, openvino_embedding
 from lorechat_pipeline.core.embedding import SentenceTransformerEmbedder
+from lorechat_pipeline.core.encoder_process import ProcessEmbedder
 from lorechat_pipeline.core.host import usable_cores
 from lorechat_pipeline.core.onnx_embedding import (
     EXPORT_INFO,
@@ -53,7 +54,7 @@ DOCUMENTS = [
 def onnx(onnx_cache: Path) -> OnnxEmbedder:
     """onnxruntime on the session's export, as the pipeline's resource builds it."""
     resource = SentenceTransformerEmbedderResource(
-        onnx_cache_dir=str(onnx_cache), encoder=LocalEncoder.ONNX
+        onnx_cache_dir=str(onnx_cache), encoder=LocalEncoder.ONNX, own_process=False
     )
     embedder = resource.get_embedder()
     assert type(embedder) is OnnxEmbedder
@@ -63,7 +64,10 @@ def onnx(onnx_cache: Path) -> OnnxEmbedder:
 @pytest.fixture(scope="module")
 def openvino(onnx_cache: Path) -> OpenVinoEmbedder:
     """The default local embedder, as the pipeline's resource builds it (the session's export)."""
-    embedder = SentenceTransformerEmbedderResource(onnx_cache_dir=str(onnx_cache)).get_embedder()
+    resource = SentenceTransformerEmbedderResource(
+        onnx_cache_dir=str(onnx_cache), own_process=False
+    )
+    embedder = resource.get_embedder()
     assert isinstance(embedder, OpenVinoEmbedder)
     return embedder
 
@@ -171,9 +175,11 @@ def test_the_default_pipeline_embeds_with_openvino_under_the_torch_model_id(
     settings = load_settings(home=tmp_path)
     assert settings.local_encoder is LocalEncoder.OPENVINO
     default = embedder_resource(settings).get_embedder()
-    assert isinstance(default, OpenVinoEmbedder)
+    assert isinstance(default, ProcessEmbedder)
+    assert default.process.spec.runner == "openvino"
     onnx = embedder_resource(load_settings(home=tmp_path, local_encoder="onnx")).get_embedder()
-    assert type(onnx) is OnnxEmbedder
+    assert isinstance(onnx, ProcessEmbedder)
+    assert onnx.process.spec.runner == "onnx"
     assert onnx.model_id == default.model_id
     assert onnx.fingerprint == default.fingerprint
     assert default.threads == usable_cores()
@@ -195,7 +201,8 @@ def test_an_ingested_index_holds_the_torch_vectors(
     write(source, "tea.md", "# Tea\n\n" + DOCUMENTS[0])
     write(source, "solar.md", "# Solar\n\n" + DOCUMENTS[2] + "\n\n" + DOCUMENTS[4])
     pipeline = make_pipeline(source)
-    assert isinstance(pipeline.embedder, OpenVinoEmbedder)
+    assert isinstance(pipeline.embedder, ProcessEmbedder)
+    assert pipeline.embedder.process.spec.runner == "openvino"
     pipeline.ingest()
     assert pipeline.manifest.embedding_model == MODEL_ID
     rows = pipeline.open_index().rows(None, ["text", "vector", "embedding_model"]).to_pylist()
@@ -245,7 +252,8 @@ def test_a_whole_export_is_reused_without_exporting_again(
         reused = SentenceTransformerEmbedderResource(
             onnx_cache_dir=str(cache), encoder=encoder
         ).get_embedder()
-        assert isinstance(reused, OnnxEmbedder)
+        assert isinstance(reused, ProcessEmbedder)
+        assert reused.process.spec.runner == encoder.value
         assert reused.folder == folder
         assert float(reused.embed_query("tea") @ onnx.embed_query("tea")) >= 0.9999
     assert (folder / GRAPH).stat().st_mtime_ns == stamp
@@ -323,7 +331,7 @@ def test_a_cut_short_export_is_rebuilt_offline(
         unset=("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LORECHAT_ONNX_CACHE_DIR"),
     )
     assert report["attempts"] == []
-    assert report["type"] == "OpenVinoEmbedder"
+    assert report["type"] == "ProcessEmbedder"
     assert report["model_id"] == MODEL_ID
     assert Path(report["folder"]) == folder
     assert valid_export(folder) == onnx.info  # exported again, whole
