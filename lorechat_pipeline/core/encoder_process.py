@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lorechat_pipeline.core.embedding import Embedder
-from lorechat_pipeline.core.onnx_embedding import OnnxExportInfo
+from lorechat_pipeline.core.onnx_embedding import ExportEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -188,19 +187,14 @@ def close_encoder_processes() -> None:
         process.close()
 
 
-class ProcessEmbedder(Embedder):
+class ProcessEmbedder(ExportEmbedder):
     """The interface of `OnnxEmbedder`/`OpenVinoEmbedder`, each call a round trip to the child:
     the same vectors, bit for bit (the child runs that very encoder)."""
 
     def __init__(
         self, folder: Path, *, runner: str = OPENVINO, threads: int = 1, batch_size: int = 16
     ):
-        self.folder = folder
-        self.info = OnnxExportInfo.read(folder)
-        self.model_id = self.info.model_id
-        self.dimension = self.info.dimension
-        self.normalized = self.info.normalized
-        self.max_tokens = self.info.max_tokens
+        super().__init__(folder)
         self.threads = threads
         self.batch_size = batch_size
         self.process = encoder_process(EncoderSpec(runner, str(folder), threads, batch_size))

@@ -321,7 +321,20 @@ def load_session(graph: Path, threads: int, *, spinning: bool = True) -> Any:
         return _sessions[key]
 
 
-class OnnxEmbedder(Embedder):
+class ExportEmbedder(Embedder):
+    """An embedder of the export in `folder`: its model id, dimension and token limit are the
+    export's description's, whatever runs the graph (here or in a child process)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.info = OnnxExportInfo.read(folder)
+        self.model_id = self.info.model_id
+        self.dimension = self.info.dimension
+        self.normalized = self.info.normalized
+        self.max_tokens = self.info.max_tokens
+
+
+class OnnxEmbedder(ExportEmbedder):
     """all-MiniLM-L6-v2 (or another exported model) through onnxruntime and `tokenizers`.
 
     Texts are tokenized together, sorted by token count and batched so that each batch pads to
@@ -339,12 +352,7 @@ class OnnxEmbedder(Embedder):
             raise OnnxExportError(
                 "the ONNX encoder needs onnxruntime and tokenizers installed"
             ) from error
-        self.folder = folder
-        self.info = OnnxExportInfo.read(folder)
-        self.model_id = self.info.model_id
-        self.dimension = self.info.dimension
-        self.normalized = self.info.normalized
-        self.max_tokens = self.info.max_tokens
+        super().__init__(folder)
         self.batch_size = batch_size
         self.threads = threads
         self.spinning = spinning
