@@ -137,6 +137,13 @@ def parser_workers(process: psutil.Process) -> list[psutil.Process]:
     return workers
 
 
+class KillLandedLate(AssertionError):
+    """A step that adopted work done ahead can end between two polls of the event log."""
+
+
+KILL_ATTEMPTS = 3
+
+
 def kill_inside(
     home: Path, env: dict[str, str], step: str, run_number: int, tmp_path: Path
 ) -> Killed:
@@ -168,9 +175,8 @@ def kill_inside(
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             seen = events.step_events(run_id, step)
-            assert not seen & {"STEP_SUCCESS", "STEP_FAILURE"}, (
-                f"the kill landed after {step} finished: {seen}"
-            )
+            if seen & {"STEP_SUCCESS", "STEP_FAILURE"}:
+                raise KillLandedLate(f"the kill landed after {step} finished: {seen}")
             return Killed(run_id, run_number, processes)
         raise AssertionError(f"{step} of run {run_number} did not start in time")
     finally:
@@ -241,10 +247,17 @@ KILL_POINTS = [
 def test_kill_inside_a_stage_then_rerun_equals_a_clean_run(
     step: str, run_number: int, corpus: Corpus, clean: CleanIndex, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"
-    env = settings_env(home, corpus.source, SMALL_CHUNKS)
-    killed = kill_inside(home, env, step, run_number, tmp_path)
-    recover_and_compare(home, corpus, SMALL_CHUNKS, killed, clean)
+    for attempt in range(1, KILL_ATTEMPTS + 1):
+        home = tmp_path / f"home-{attempt}"
+        env = settings_env(home, corpus.source, SMALL_CHUNKS)
+        try:
+            killed = kill_inside(home, env, step, run_number, tmp_path)
+        except KillLandedLate:
+            if attempt == KILL_ATTEMPTS:
+                raise
+            continue
+        recover_and_compare(home, corpus, SMALL_CHUNKS, killed, clean)
+        return
 
 
 @pytest.mark.slow
