@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from lorechat_pipeline.core.deployment import LocalEncoder
 from lorechat_pipeline.core.onnx_embedding import ExportEmbedder
 
 logger = logging.getLogger(__name__)
 
-OPENVINO = "openvino"
-ONNX = "onnx"
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -48,23 +47,27 @@ class EncoderProcessError(RuntimeError):
 class EncoderSpec:
     """What the child builds: `runner` (openvino or onnx) on the export in `folder`."""
 
-    runner: str
+    runner: LocalEncoder
     folder: str
     threads: int
     batch_size: int
 
+    def __post_init__(self) -> None:
+        if self.runner not in (LocalEncoder.OPENVINO, LocalEncoder.ONNX):
+            raise ValueError(f"the encoder process runs openvino or onnx, not {str(self.runner)!r}")
+        # Read back from JSON in the child as a plain string.
+        object.__setattr__(self, "runner", LocalEncoder(self.runner))
+
     def build(self) -> Any:
-        if self.runner == OPENVINO:
+        if self.runner is LocalEncoder.OPENVINO:
             from lorechat_pipeline.core.openvino_embedding import OpenVinoEmbedder
 
             return OpenVinoEmbedder(
                 Path(self.folder), threads=self.threads, batch_size=self.batch_size
             )
-        if self.runner == ONNX:
-            from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder
+        from lorechat_pipeline.core.onnx_embedding import OnnxEmbedder
 
-            return OnnxEmbedder(Path(self.folder), threads=self.threads, batch_size=self.batch_size)
-        raise ValueError(f"no encoder runner named {self.runner!r}")
+        return OnnxEmbedder(Path(self.folder), threads=self.threads, batch_size=self.batch_size)
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -192,7 +195,12 @@ class ProcessEmbedder(ExportEmbedder):
     the same vectors, bit for bit (the child runs that very encoder)."""
 
     def __init__(
-        self, folder: Path, *, runner: str = OPENVINO, threads: int = 1, batch_size: int = 16
+        self,
+        folder: Path,
+        *,
+        runner: LocalEncoder = LocalEncoder.OPENVINO,
+        threads: int = 1,
+        batch_size: int = 16,
     ):
         super().__init__(folder)
         self.threads = threads
@@ -210,7 +218,8 @@ class ProcessEmbedder(ExportEmbedder):
         data, tokens = self.process.request("embed", list(texts))
         with self._tokens_lock:
             self._tokens_read += tokens
-        return np.frombuffer(data, dtype=np.float32).reshape(len(texts), self.dimension).copy()
+        # A read-only view on the received bytes: callers only read the vectors.
+        return np.frombuffer(data, dtype=np.float32).reshape(len(texts), self.dimension)
 
     @property
     def input_tokens(self) -> int:

@@ -91,7 +91,7 @@ class SentenceTransformerEmbedderResource(EmbedderResource):
             threads = self.threads or usable_cores()
             if self.own_process:
                 self._embedder = ProcessEmbedder(
-                    folder, runner=self.encoder.value, threads=threads, batch_size=self.batch_size
+                    folder, runner=self.encoder, threads=threads, batch_size=self.batch_size
                 )
             else:
                 runner = OpenVinoEmbedder if self.encoder is LocalEncoder.OPENVINO else OnnxEmbedder

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lorechat_pipeline.core.deployment import LocalEncoder
 from lorechat_pipeline.core.encoder_process import (
-    ONNX,
-    OPENVINO,
     EncoderProcessError,
     EncoderSpec,
     ProcessEmbedder,
@@ -63,10 +62,11 @@ def wait_until_gone(pid: int, seconds: float = 20.0) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("runner", "in_process"), [(OPENVINO, OpenVinoEmbedder), (ONNX, OnnxEmbedder)]
+    ("runner", "in_process"),
+    [(LocalEncoder.OPENVINO, OpenVinoEmbedder), (LocalEncoder.ONNX, OnnxEmbedder)],
 )
 def test_vectors_and_token_counts_are_the_in_process_encoders(
-    export: Path, runner: str, in_process: type[OnnxEmbedder]
+    export: Path, runner: LocalEncoder, in_process: type[OnnxEmbedder]
 ) -> None:
     embedder = ProcessEmbedder(export, runner=runner, threads=1, batch_size=3)
     reference = in_process(export, threads=1, batch_size=3)
@@ -96,7 +96,7 @@ def test_the_default_resource_encodes_in_one_shared_process(tmp_path: Path) -> N
     assert isinstance(first, ProcessEmbedder)
     assert isinstance(second, ProcessEmbedder)
     assert first.process is second.process
-    assert first.process.spec.runner == OPENVINO
+    assert first.process.spec.runner is LocalEncoder.OPENVINO
     first.embed_documents([FIRST] * 2)
     second.embed_documents([SECOND])
     assert first.process.pid == second.process.pid
@@ -109,13 +109,13 @@ def test_the_default_resource_encodes_in_one_shared_process(tmp_path: Path) -> N
 
 
 def test_no_texts_start_no_process(export: Path) -> None:
-    embedder = ProcessEmbedder(export, runner=ONNX, threads=1, batch_size=5)
+    embedder = ProcessEmbedder(export, runner=LocalEncoder.ONNX, threads=1, batch_size=5)
     assert embedder.embed_documents([]).shape == (0, 384)
     assert embedder.process.pid is None
 
 
 def test_a_failed_request_is_reported_and_the_process_carries_on(export: Path) -> None:
-    embedder = ProcessEmbedder(export, runner=ONNX, threads=1, batch_size=6)
+    embedder = ProcessEmbedder(export, runner=LocalEncoder.ONNX, threads=1, batch_size=6)
     embedder.embed_documents(["start it"])
     pid = embedder.process.pid
 
@@ -127,18 +127,28 @@ def test_a_failed_request_is_reported_and_the_process_carries_on(export: Path) -
 
 
 def test_a_model_that_cannot_load_is_reported_and_tried_again_on_the_next_call(
-    export: Path,
+    tmp_path: Path,
 ) -> None:
-    broken = encoder_process(EncoderSpec("nonsense", str(export), 1, 9))
+    no_export = tmp_path / "no-export"
+    no_export.mkdir()
+    broken = encoder_process(EncoderSpec(LocalEncoder.ONNX, str(no_export), 1, 9))
     for _ in range(2):
-        with pytest.raises(EncoderProcessError, match="could not load the model: ValueError: no "):
+        with pytest.raises(EncoderProcessError, match="could not load the model: "):
             broken.request("embed", ["x"])
+        assert broken.pid is None  # reaped; the next request starts a new child
+
+
+def test_only_the_export_runners_run_in_a_process_of_their_own(export: Path) -> None:
+    with pytest.raises(ValueError, match="openvino or onnx, not 'torch'"):
+        EncoderSpec(LocalEncoder.TORCH, str(export), 1, 9)
+    with pytest.raises(ValueError, match="openvino or onnx, not 'nonsense'"):
+        EncoderSpec("nonsense", str(export), 1, 9)  # type: ignore[arg-type]
 
 
 def test_a_killed_process_fails_its_call_clearly_and_the_next_call_starts_another(
     export: Path,
 ) -> None:
-    embedder = ProcessEmbedder(export, runner=ONNX, threads=1, batch_size=7)
+    embedder = ProcessEmbedder(export, runner=LocalEncoder.ONNX, threads=1, batch_size=7)
     expected = embedder.embed_documents(TEXTS)
     pid = embedder.process.pid
     assert pid is not None
@@ -152,8 +162,10 @@ def test_a_killed_process_fails_its_call_clearly_and_the_next_call_starts_anothe
 
 
 def test_close_ends_the_process(export: Path) -> None:
-    process = encoder_process(EncoderSpec(ONNX, str(export), 1, 8))
-    ProcessEmbedder(export, runner=ONNX, threads=1, batch_size=8).embed_documents(["x"])
+    process = encoder_process(EncoderSpec(LocalEncoder.ONNX, str(export), 1, 8))
+    ProcessEmbedder(export, runner=LocalEncoder.ONNX, threads=1, batch_size=8).embed_documents(
+        ["x"]
+    )
     pid = process.pid
     assert pid is not None
     assert alive(pid)

@@ -179,7 +179,7 @@ def test_the_default_pipeline_embeds_with_openvino_under_the_torch_model_id(
     assert default.process.spec.runner == "openvino"
     onnx = embedder_resource(load_settings(home=tmp_path, local_encoder="onnx")).get_embedder()
     assert isinstance(onnx, ProcessEmbedder)
-    assert onnx.process.spec.runner == "onnx"
+    assert onnx.process.spec.runner is LocalEncoder.ONNX
     assert onnx.model_id == default.model_id
     assert onnx.fingerprint == default.fingerprint
     assert default.threads == usable_cores()
