@@ -22,6 +22,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -340,6 +341,12 @@ def write_report(report: dict[str, Any], output: Path) -> str:
     return markdown
 
 
+def end_on_sigterm(signum: int, frame: Any) -> None:
+    # As Ctrl-C does: the step under way is killed with its whole process tree on the way out.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_arguments(argv)
+    signal.signal(signal.SIGTERM, end_on_sigterm)
     print(render_markdown(run(args)))

@@ -27,6 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import descendants_cpu_seconds
+
 
 def cpu_seconds() -> float:
     """CPU time of this process and all it started: reaped children from rusage, and the ones
@@ -34,33 +36,7 @@ def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return reaped + live_descendants_cpu_seconds(os.getpid())
-
-
-def live_descendants_cpu_seconds(root: int) -> float:
-    """CPU time of the running descendants of `root`, with what their own reaped children
-    used (Linux /proc; 0 elsewhere)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # exited while listed
-            continue
-        # The command name is in parentheses and may hold spaces: fields start after it.
-        fields = text[text.rindex(")") + 2 :].split()
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        ticks[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    descendants, frontier = [], [root]
-    while frontier:
-        found = children.get(frontier.pop(), [])
-        descendants += found
-        frontier += found
-    return sum(ticks[pid] for pid in descendants) / os.sysconf("SC_CLK_TCK")
+    return reaped + descendants_cpu_seconds(os.getpid())
 
 
 def peak_rss_mb() -> tuple[float, float]:

@@ -3,7 +3,6 @@ timeout stay its own, and a failure becomes a row of the report rather than the 
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -12,7 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.processes import kill_tree, tree_resident_mb
+
 REPO = Path(__file__).resolve().parents[1]
+TREE_SAMPLE_SECONDS = 1.0
 
 
 def run_isolated(
@@ -24,8 +26,9 @@ def run_isolated(
     log: Path | None = None,
 ) -> dict[str, Any]:
     """`python -m MODULE ARGS --out FILE` in a new session; returns the JSON it wrote under
-    "result", with the process tree's wall and CPU seconds and the peak RSS of its largest process
-    (from wait4), or "error" when it crashed or timed out."""
+    "result", with the process tree's wall and CPU seconds, the peak RSS of its largest process
+    (from wait4) and of the whole tree (summed, sampled once a second), or "error" when it
+    crashed or timed out. A timeout, or this process being interrupted, kills the whole tree."""
     with tempfile.TemporaryDirectory(prefix="lorechat-bench-step-") as scratch:
         out = Path(scratch) / "result.json"
         log_path = log or Path(scratch) / "log.txt"
@@ -43,21 +46,34 @@ def run_isolated(
             )
             timed_out = False
             deadline = started + timeout
-            while True:
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.perf_counter() > deadline:
-                    timed_out = True
-                    os.killpg(process.pid, signal.SIGKILL)
-                    pid, status, usage = os.wait4(process.pid, 0)
-                    break
-                time.sleep(0.2)
+            next_sample = started
+            peak_tree_mb = 0.0
+            try:
+                while True:
+                    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                    if pid:
+                        break
+                    now = time.perf_counter()
+                    if now >= next_sample:  # once a second: the walk of /proc costs ~2 ms
+                        peak_tree_mb = max(peak_tree_mb, tree_resident_mb(process.pid))
+                        next_sample = now + TREE_SAMPLE_SECONDS
+                    if now > deadline:
+                        timed_out = True
+                        kill_tree(process.pid)
+                        pid, status, usage = os.wait4(process.pid, 0)
+                        break
+                    time.sleep(0.2)
+            except BaseException:  # Ctrl-C, or SIGTERM made SystemExit: the step ends with us
+                kill_tree(process.pid)
+                process.wait()
+                raise
             process.returncode = os.waitstatus_to_exitcode(status)
         outcome: dict[str, Any] = {
             "process_wall_seconds": round(time.perf_counter() - started, 2),
             "process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            # Never below the largest process: a step shorter than a sample has no tree sample.
+            "peak_tree_rss_mb": round(max(peak_tree_mb, usage.ru_maxrss / 1024), 1),
             "exit_code": process.returncode,
         }
         if timed_out:

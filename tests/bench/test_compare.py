@@ -4,7 +4,11 @@ report of our pipeline on a tiny folder. The peers' run is slow and needs the be
 
 import json
 import math
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,7 @@ from bench.compare import (
     write_report,
 )
 from bench.ingest_worker import check_changes
-from bench.isolation import run_isolated
+from bench.isolation import REPO, run_isolated
 from bench.metrics import (
     documents_by_max_score,
     evaluate,
@@ -206,6 +210,8 @@ def test_report_of_our_pipeline_on_a_tiny_folder(
     assert row["chunks"] >= 2
     assert row["chunks_per_second"] > 0
     assert row["peak_rss_mb"] > 0
+    # The encoder and parser processes beside the pipeline's own.
+    assert row["peak_tree_rss_mb"] > row["peak_rss_mb"]
     assert row["correctness"] == {"edited": 1, "new_text_found": 0, "old_text_found": 1}
     assert "LoreChat pipeline" in render_markdown(report)
 
@@ -331,6 +337,95 @@ def test_a_crash_or_timeout_is_a_result_not_the_end(tmp_path: Path) -> None:
     assert "error" not in good
     assert good["result"] == {"ok": True}
     assert good["peak_rss_mb"] > 0
+
+
+# A step holding HOLD_MB, with a child of its own holding CHILD_MB, in a session of its own as
+# Dagster's compute-log `tail` processes are; both write their pids to $STEP_PIDS and wait.
+HOLDING_STEP = r"""
+import os, subprocess, sys, time
+held = b"x" * (int(os.environ["HOLD_MB"]) * 2**20)
+child = subprocess.Popen(
+    [sys.executable, "-c", "import os, time; "
+     "held = b'x' * (int(os.environ['CHILD_MB']) * 2**20); "
+     "open(os.environ['STEP_PIDS'], 'a').write(f'{os.getpid()}\\n'); "
+     "time.sleep(float(os.environ['HOLD_SECONDS']))"],
+    start_new_session=True,
+)
+open(os.environ["STEP_PIDS"], "a").write(f"{os.getpid()}\n")
+child.wait()
+open(sys.argv[sys.argv.index("--out") + 1], "w").write("{}")
+"""
+
+
+def step_environment(tmp_path: Path, **values: object) -> dict[str, str]:
+    (tmp_path / "holding_step.py").write_text(HOLDING_STEP)
+    return {
+        "PYTHONPATH": str(tmp_path),
+        "STEP_PIDS": str(tmp_path / "pids"),
+        **{name: str(value) for name, value in values.items()},
+    }
+
+
+def step_pids(tmp_path: Path, expected: int = 2, wait: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if (tmp_path / "pids").exists():
+            pids = [int(line) for line in (tmp_path / "pids").read_text().split()]
+            if len(pids) == expected:
+                return pids
+        time.sleep(0.05)
+    raise AssertionError("the step did not start its child")
+
+
+def gone(pid: int, wait: float = 10.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):  # killed, not yet reaped by its new parent
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_peak_memory_of_the_whole_tree_beside_its_largest_process(tmp_path: Path) -> None:
+    env = step_environment(tmp_path, HOLD_MB=150, CHILD_MB=250, HOLD_SECONDS=3)
+    outcome = run_isolated("holding_step", [], timeout=60, env=env)
+    assert "error" not in outcome, outcome
+    # wait4 reports the largest process: the child, with its 250 MB and an interpreter.
+    assert 250 <= outcome["peak_rss_mb"] < 250 + 150
+    # The tree held both at once.
+    assert outcome["peak_tree_rss_mb"] >= 250 + 150
+
+
+def test_a_timeout_kills_the_steps_descendants_in_sessions_of_their_own(tmp_path: Path) -> None:
+    env = step_environment(tmp_path, HOLD_MB=1, CHILD_MB=1, HOLD_SECONDS=120)
+    outcome = run_isolated("holding_step", [], timeout=3, env=env)
+    assert outcome["error"] == "timed out after 3 s"
+    for pid in step_pids(tmp_path):
+        assert gone(pid), f"process {pid} of the timed-out step is still running"
+
+
+def test_sigterm_to_the_benchmark_ends_the_step_under_way(tmp_path: Path) -> None:
+    env = step_environment(tmp_path, HOLD_MB=1, CHILD_MB=1, HOLD_SECONDS=120)
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import signal, sys\n"
+        "from bench.compare import end_on_sigterm\n"
+        "from bench.isolation import run_isolated\n"
+        "signal.signal(signal.SIGTERM, end_on_sigterm)\n"
+        f"run_isolated('holding_step', [], timeout=600, env={env!r})\n"
+    )
+    benchmark = subprocess.Popen(
+        [sys.executable, str(driver)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    pids = step_pids(tmp_path)
+    benchmark.terminate()
+    assert benchmark.wait(timeout=30) == 128 + signal.SIGTERM
+    for pid in pids:
+        assert gone(pid), f"process {pid} of the step outlived the benchmark"
 
 
 def test_retrieval_quality_on_a_tiny_beir_folder(
