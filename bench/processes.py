@@ -15,6 +15,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 @dataclass(frozen=True)
 class ProcessStat:
     parent: int
+    own_cpu_ticks: int  # utime stime
     cpu_ticks: int  # utime stime cutime cstime: with what its reaped children used
     resident_pages: int
 
@@ -30,6 +31,7 @@ def process_stats() -> dict[int, ProcessStat]:
         fields = text[text.rindex(")") + 2 :].split()
         stats[int(stat.parent.name)] = ProcessStat(
             parent=int(fields[1]),
+            own_cpu_ticks=int(fields[11]) + int(fields[12]),
             cpu_ticks=sum(int(value) for value in fields[11:15]),
             resident_pages=int(fields[21]),
         )

@@ -37,6 +37,11 @@ from lorechat_pipeline.core.onnx_embedding import ExportEmbedder
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0
+# How long a request may go unanswered before the child is taken for hung and killed: far beyond
+# any healthy call (a text takes ~10 ms on two cores, the first request also loads the model),
+# so that only a child that stopped working hits it.
+BASE_ANSWER_SECONDS = 300.0
+ANSWER_SECONDS_PER_TEXT = 0.25
 
 
 class EncoderProcessError(RuntimeError):
@@ -84,8 +89,16 @@ def describe_exit(returncode: int | None) -> str:
 class EncoderProcess:
     """A child process running one encoder; `request` is one round trip, one at a time."""
 
-    def __init__(self, spec: EncoderSpec):
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        *,
+        base_answer_seconds: float = BASE_ANSWER_SECONDS,
+        answer_seconds_per_text: float = ANSWER_SECONDS_PER_TEXT,
+    ):
         self.spec = spec
+        self.base_answer_seconds = base_answer_seconds
+        self.answer_seconds_per_text = answer_seconds_per_text
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
@@ -102,8 +115,17 @@ class EncoderProcess:
     def request(self, kind: str, payload: Any = None) -> Any:
         with self._lock:
             connection = self._start()
+            texts = len(payload) if isinstance(payload, list) else 0
+            allowed = self.base_answer_seconds + self.answer_seconds_per_text * texts
             try:
                 connection.send((kind, payload))
+                if not connection.poll(allowed):
+                    self._reap()  # killed: a hung child is no use to the next call either
+                    raise EncoderProcessError(
+                        f"the encoder process ({self.spec.runner}) did not answer within "
+                        f"{allowed:.0f} s when asked to {kind} ({texts} texts); it was killed, "
+                        "and the next call starts another"
+                    )
                 status, reply = connection.recv()
             except (EOFError, OSError) as error:
                 raise EncoderProcessError(

@@ -14,6 +14,7 @@ import pytest
 
 from lorechat_pipeline.core.deployment import LocalEncoder
 from lorechat_pipeline.core.encoder_process import (
+    EncoderProcess,
     EncoderProcessError,
     EncoderSpec,
     ProcessEmbedder,
@@ -159,6 +160,25 @@ def test_a_killed_process_fails_its_call_clearly_and_the_next_call_starts_anothe
 
     assert np.array_equal(embedder.embed_documents(TEXTS), expected)
     assert embedder.process.pid not in (None, pid)
+
+
+def test_a_hung_process_is_killed_and_the_next_call_starts_another(export: Path) -> None:
+    process = EncoderProcess(EncoderSpec(LocalEncoder.ONNX, str(export), 1, 11))
+    expected = process.request("embed", TEXTS)
+    pid = process.pid
+    assert pid is not None
+    process.base_answer_seconds, process.answer_seconds_per_text = 1.0, 0.5
+    os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+
+    with pytest.raises(EncoderProcessError, match=r"did not answer within 4 s when asked to embed"):
+        process.request("embed", TEXTS)
+
+    assert not alive(pid)
+    assert process.pid is None
+    process.base_answer_seconds = 300.0  # the next child loads the model again
+    assert process.request("embed", TEXTS) == expected
+    assert process.pid not in (None, pid)
+    process.close()
 
 
 def test_close_ends_the_process(export: Path) -> None:
