@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.processes import kill_tree, tree_resident_mb
+from bench.processes import TreeMemory, kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 TREE_SAMPLE_SECONDS = 1.0
@@ -27,8 +27,8 @@ def run_isolated(
 ) -> dict[str, Any]:
     """`python -m MODULE ARGS --out FILE` in a new session; returns the JSON it wrote under
     "result", with the process tree's wall and CPU seconds, the peak RSS of its largest process
-    (from wait4) and of the whole tree (summed, sampled once a second), or "error" when it
-    crashed or timed out. A timeout, or this process being interrupted, kills the whole tree."""
+    and of the whole tree (see `TreeMemory`), or "error" when it crashed or timed out. A
+    timeout, or this process being interrupted, kills the whole tree."""
     with tempfile.TemporaryDirectory(prefix="lorechat-bench-step-") as scratch:
         out = Path(scratch) / "result.json"
         log_path = log or Path(scratch) / "log.txt"
@@ -47,15 +47,16 @@ def run_isolated(
             timed_out = False
             deadline = started + timeout
             next_sample = started
-            peak_tree_mb = 0.0
+            memory = TreeMemory(process.pid, module)
             try:
                 while True:
+                    memory.sample_root()
                     pid, status, usage = os.wait4(process.pid, os.WNOHANG)
                     if pid:
                         break
                     now = time.perf_counter()
                     if now >= next_sample:  # once a second: the walk of /proc costs ~2 ms
-                        peak_tree_mb = max(peak_tree_mb, tree_resident_mb(process.pid))
+                        memory.sample_tree()
                         next_sample = now + TREE_SAMPLE_SECONDS
                     if now > deadline:
                         timed_out = True
@@ -71,9 +72,12 @@ def run_isolated(
         outcome: dict[str, Any] = {
             "process_wall_seconds": round(time.perf_counter() - started, 2),
             "process_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            # Never below the largest process: a step shorter than a sample has no tree sample.
-            "peak_tree_rss_mb": round(max(peak_tree_mb, usage.ru_maxrss / 1024), 1),
+            # None for a step that ended before it could be sampled; the whole tree is never
+            # below its largest process (a short step may have no sample of the tree).
+            "peak_rss_mb": _rounded(memory.largest_process_mb),
+            "peak_tree_rss_mb": _rounded(
+                max(memory.whole_tree_mb or 0.0, memory.largest_process_mb or 0.0) or None
+            ),
             "exit_code": process.returncode,
         }
         if timed_out:
@@ -83,6 +87,10 @@ def run_isolated(
         if out.exists():
             outcome["result"] = json.loads(out.read_text())
         return outcome
+
+
+def _rounded(megabytes: float | None) -> float | None:
+    return None if megabytes is None else round(megabytes, 1)
 
 
 def tail(path: Path, lines: int = 6, width: int = 400) -> str:

@@ -72,7 +72,8 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
         left.set_ylabel("query ms")
         left.legend()
         right.plot(rows_axis, [s["result"]["build_seconds"] for s in sizes], "o-", label="build s")
-        right.plot(rows_axis, [s["peak_rss_mb"] / 1000 for s in sizes], "o-", label="peak RSS GB")
+        peaks = [(s["peak_rss_mb"] or 0) / 1000 for s in sizes]
+        right.plot(rows_axis, peaks, "o-", label="peak RSS GB")
         right.set_xscale("log")
         right.set_xlabel("rows")
         right.legend()

@@ -57,13 +57,60 @@ def descendants_cpu_seconds(root: int) -> float:
     return sum(stats[pid].cpu_ticks for pid in descendants(root, stats)) / CLOCK_TICKS
 
 
-def tree_resident_mb(root: int) -> float:
-    """Resident memory of `root` and its descendants, summed: an upper bound on what the tree
-    holds, since pages they share (the interpreter, libraries) count once per process."""
-    stats = process_stats()
-    members = [root, *descendants(root, stats)]
-    pages = sum(stats[pid].resident_pages for pid in members if pid in stats)
-    return pages * PAGE_BYTES / 2**20
+def resident_kb(pid: int) -> tuple[int, int] | None:
+    """(resident now, its high-water mark) of `pid` in kB; None once it is gone or a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmHWM" not in fields:  # a zombie, or a kernel thread: no memory of its own
+        return None
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+class TreeMemory:
+    """Peak memory of a process tree, sampled: the largest high-water mark of any one process
+    (the kernel's VmHWM, exact for what a process held since its exec) and the largest sum of
+    the members' resident sizes at one moment (an upper bound on what the tree held: pages they
+    share, the interpreter and libraries, count once per process).
+
+    Not wait4's ru_maxrss: Linux records there the high-water mark of the memory a child had
+    before its exec, which after fork or vfork is its parent's, so a small step started by a
+    large process reports the large one's size."""
+
+    def __init__(self, root: int, root_command: str):
+        self.root = root
+        self.root_command = root_command
+        self.largest_process_mb: float | None = None  # None: never seen running its program
+        self.whole_tree_mb: float | None = None
+
+    def sample_root(self) -> None:
+        """The root's high-water mark alone (cheap: one read), once it runs its own program."""
+        if self._running_its_program():
+            self._note_peak(resident_kb(self.root))
+
+    def sample_tree(self) -> None:
+        if not self._running_its_program():
+            return
+        members = [self.root, *descendants(self.root)]
+        total_kb = 0
+        for pid in members:
+            memory = resident_kb(pid)
+            self._note_peak(memory)
+            total_kb += memory[0] if memory else 0
+        self.whole_tree_mb = max(self.whole_tree_mb or 0.0, total_kb / 1024)
+
+    def _note_peak(self, memory: tuple[int, int] | None) -> None:
+        if memory:
+            self.largest_process_mb = max(self.largest_process_mb or 0.0, memory[1] / 1024)
+
+    def _running_its_program(self) -> bool:
+        try:
+            command = Path(f"/proc/{self.root}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return self.root_command.encode() in command
 
 
 def kill_tree(root: int) -> None:
