@@ -17,7 +17,6 @@ import atexit
 import contextlib
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lorechat_pipeline.core.child_process import package_environment
 from lorechat_pipeline.core.deployment import LocalEncoder
 from lorechat_pipeline.core.onnx_embedding import ExportEmbedder
 
@@ -157,7 +157,7 @@ class EncoderProcess:
                     json.dumps(asdict(self.spec)),
                 ],
                 pass_fds=(theirs.fileno(),),
-                env=_child_environment(),
+                env=package_environment(),
                 stdin=subprocess.DEVNULL,
                 # Its stdout is not the parent's to write on (a CLI's output, a caller's pipe).
                 stdout=subprocess.DEVNULL,
@@ -180,16 +180,6 @@ class EncoderProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             return process.wait()
-
-
-def _child_environment() -> dict[str, str]:
-    """This environment, with the folder this package was imported from first on the path:
-    the child must run the parent's code (a checkout on `sys.path`, not an installed copy)."""
-    import lorechat_pipeline
-
-    package_root = str(Path(lorechat_pipeline.__file__).resolve().parents[1])
-    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
 
 
 _processes: dict[EncoderSpec, EncoderProcess] = {}

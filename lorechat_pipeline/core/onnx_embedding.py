@@ -14,10 +14,13 @@ not transformer → mean pooling → normalise, the only one this code reproduce
 """
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from lorechat_pipeline.core.child_process import package_environment
 from lorechat_pipeline.core.embedding import (
     Embedder,
     embedder_model_id,
@@ -268,6 +272,36 @@ def export_atomically(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def export_in_a_child_process(
+    folder: Path, model_path: str | None = None, max_tokens: int | None = None
+) -> OnnxExportInfo:
+    """`export_atomically` in a process of its own: torch, the traced model and what tracing
+    allocates (~640 MB) leave with it, instead of staying for the life of the process that asked
+    (a pipeline, a Dagster run)."""
+    command = [sys.executable, "-m", __name__, "--atomically", str(folder)]
+    if model_path is not None:
+        command += ["--model-path", model_path]
+    if max_tokens is not None:
+        command += ["--max-tokens", str(max_tokens)]
+    finished = subprocess.run(
+        command,
+        env=package_environment(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if finished.returncode != 0:
+        logger.error("the export process said:\n%s", finished.stderr)
+        lines = [line for line in finished.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1][-1000:] if lines else "nothing on stderr"  # the exception, raised last
+        raise OnnxExportError(
+            f"exporting {embedder_model_id(model_path, max_tokens)} into {folder} failed "
+            f"(exit code {finished.returncode}): {reason}"
+        )
+    return OnnxExportInfo.read(folder)
+
+
 def ensure_export(
     folder: Path, model_path: str | None = None, max_tokens: int | None = None
 ) -> OnnxExportInfo:
@@ -275,14 +309,12 @@ def ensure_export(
     expected = embedder_model_id(model_path, max_tokens)
     info = valid_export(folder)
     if info is None:
-        try:
-            import torch  # noqa: F401 - only to tell a missing torch from a failed export
-        except ImportError as error:
+        if importlib.util.find_spec("torch") is None:
             raise OnnxExportError(
                 f"no ONNX export of {expected} in {folder}, and torch is not installed to make "
                 "one (`python -m lorechat_pipeline.core.onnx_embedding DIR` where it is)"
-            ) from error
-        info = export_atomically(folder, model_path, max_tokens)
+            )
+        info = export_in_a_child_process(folder, model_path, max_tokens)
     if info.model_id != expected:
         raise OnnxExportError(
             f"{folder} holds an export of {info.model_id}, not of {expected}; remove the folder "
@@ -434,13 +466,19 @@ class OnnxEmbedder(ExportEmbedder):
 
 
 def main() -> None:
-    """`python -m lorechat_pipeline.core.onnx_embedding DIR`: the image build stage's export."""
-    import sys
+    """`python -m lorechat_pipeline.core.onnx_embedding DIR`: the image build stage's export;
+    with `--atomically`, an export published whole into a shared cache (`ensure_export`'s)."""
+    import argparse
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m lorechat_pipeline.core.onnx_embedding DESTINATION")
-    info = export_query_encoder(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(prog="python -m lorechat_pipeline.core.onnx_embedding")
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--atomically", action="store_true", help="stage, then move in whole")
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("--max-tokens", type=int, default=None)
+    args = parser.parse_args()
+    export = export_atomically if args.atomically else export_query_encoder
+    info = export(args.destination, args.model_path, args.max_tokens)
     print(json.dumps(asdict(info)))
 
 

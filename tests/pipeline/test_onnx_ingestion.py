@@ -20,6 +20,7 @@ from lorechat_pipeline.core.onnx_embedding import (
     GRAPH,
     TOKENIZER,
     OnnxEmbedder,
+    OnnxExportError,
     OnnxExportInfo,
     export_atomically,
     export_cache_folder,
@@ -292,6 +293,17 @@ def test_of_two_exports_at_once_one_wins_whole(
     assert sorted(p.name for p in folder.parent.iterdir()) == ["model"]
 
 
+def test_a_failed_export_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    missing_model = tmp_path / "no-such-model"
+    folder = export_cache_folder(cache, f"{missing_model}")
+    said = r"\(exit code 1\): FileNotFoundError: .*no-such-model"
+    with pytest.raises(OnnxExportError, match=said):
+        onnx_embedding.ensure_export(folder, str(missing_model))
+    assert valid_export(folder) is None
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
 # Runs in a fresh interpreter without HF_HUB_OFFLINE: every way out to the network raises and is
 # recorded. Making the export (torch) and encoding with it (OpenVINO, the default) need nothing
 # from a hub, and OpenVINO sends no telemetry.
@@ -310,6 +322,7 @@ print(json.dumps({
     "model_id": embedder.model_id,
     "folder": str(embedder.folder),
     "vectors": vectors.tolist(),
+    "torch_imported": "torch" in sys.modules,
 }))
 """
 )
@@ -330,10 +343,11 @@ def test_a_cut_short_export_is_rebuilt_offline(
         json.dumps(DOCUMENTS),
         unset=("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LORECHAT_ONNX_CACHE_DIR"),
     )
-    assert report["attempts"] == []
+    assert report["attempts"] == []  # the export's and the encoder's processes included
     assert report["type"] == "ProcessEmbedder"
     assert report["model_id"] == MODEL_ID
     assert Path(report["folder"]) == folder
+    assert report["torch_imported"] is False  # the export ran in a process of its own
     assert valid_export(folder) == onnx.info  # exported again, whole
     assert sorted(p.name for p in cache.iterdir()) == [folder.name]  # nothing left over
     vectors = np.array(report["vectors"], dtype=np.float32)
