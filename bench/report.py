@@ -80,6 +80,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def preparation_note(outcome: dict[str, Any]) -> str:
+    """What was made before the steps, outside their clock and memory figures."""
+    if "error" in outcome:
+        return f"the encoder's ONNX export before the steps failed: {outcome['error']}"
+    return (
+        f"the encoder's ONNX export, made before the steps into the cache they share "
+        f"({outcome['process_wall_seconds']:.1f} s, peak RSS {_cell(outcome['peak_rss_mb'])} MB; "
+        "a warm cache takes no time)"
+    )
+
+
 def correctness_cell(row: dict[str, Any]) -> str:
     check = row.get("correctness")
     if not check:
@@ -140,6 +151,8 @@ def render_ingestion(ingestion: dict[str, Any]) -> list[str]:
         "Check: after the full run, how many edited lines' old text the index holds (baseline); "
         "after the changed re-run, the marker of each edit must be found and no old text.",
     ]
+    for system, outcome in ingestion.get("prepared", {}).items():
+        lines.append(f"- {LABELS.get(system, system)}: {preparation_note(outcome)}")
     for system, reason in ingestion.get("skipped", {}).items():
         lines.append(f"- {LABELS.get(system, system)} skipped: {reason}")
     for system, workarounds in ingestion.get("workarounds", {}).items():

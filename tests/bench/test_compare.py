@@ -34,6 +34,7 @@ from bench.metrics import (
     recall_at_k,
 )
 from bench.report import ingestion_rows, render_markdown
+from lorechat_pipeline.core.onnx_embedding import valid_export
 
 
 def test_metrics_on_known_answers() -> None:
@@ -131,6 +132,9 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
         "documents": 10,
         "edited_documents": 1,
         "skipped": {"llamaindex": "llama_index.core is not installed"},
+        "prepared": {
+            "ours": {"process_wall_seconds": 14.04, "peak_rss_mb": 1448.2, "result": {}},
+        },
         "workarounds": {"unstructured": ["OMP_NUM_THREADS=1"]},
         "runs": [
             outcome("ours", "full", 100, 10.0),
@@ -178,6 +182,10 @@ def test_report_derives_ratios_and_keeps_failures() -> None:
     assert "❌ new 1/1, old 1" in markdown
     assert "llama_index.core is not installed" in markdown
     assert "OMP_NUM_THREADS=1" in markdown
+    assert (
+        "ONNX export, made before the steps into the cache they share (14.0 s, peak RSS 1,448 MB"
+        in markdown
+    )
 
 
 def test_report_of_our_pipeline_on_a_tiny_folder(
@@ -205,6 +213,10 @@ def test_report_of_our_pipeline_on_a_tiny_folder(
     report = run(args)
     (row,) = report["ingestion"]["table"]
     assert "error" not in row, row
+    # The encoder's export was made (or found) before the steps, in the cache they share.
+    prepared = report["ingestion"]["prepared"]["ours"]
+    assert "error" not in prepared, prepared
+    assert valid_export(Path(prepared["result"]["export_folder"])) is not None
     assert row["system"] == "ours"
     assert row["documents"] == 2
     assert row["chunks"] >= 2
