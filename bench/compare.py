@@ -143,8 +143,8 @@ def ingestion(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
 
     # One export cache for every step, warmed before them (see bench/export_step.py).
-    shared = {"LORECHAT_ONNX_CACHE_DIR": os.environ.get("LORECHAT_ONNX_CACHE_DIR")}
-    env = {name: value or str(work / "onnx-cache") for name, value in shared.items()}
+    export_cache = os.environ.get("LORECHAT_ONNX_CACHE_DIR") or str(work / "onnx-cache")
+    env = {"LORECHAT_ONNX_CACHE_DIR": export_cache}
     prepared: dict[str, Any] = {}
 
     def step(system: str, phase: str, state: str | None = None) -> None:

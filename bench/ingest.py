@@ -4,8 +4,8 @@
 
 Prints, in one run: documents, chunks, seconds, chunks/s, the raw encode throughput of the same
 model on the same chunks (the ceiling), their ratio, the unchanged re-run time and its ratio to the
-full run, peak RSS (this process and its parser workers) and the resident size after each shard
-(flat when memory is bounded by streaming rather than by corpus size).
+full run, peak RSS (this process and its largest child process) and the resident size after each
+shard (flat when memory is bounded by streaming rather than by corpus size).
 
 With the local model, the ceiling is measured for each of its encoders (the pipeline's settings,
 `LORECHAT_LOCAL_ENCODER` choosing which one ingests; all keep the parity bound, cosine ≥ 0.9999
@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.processes import descendants_cpu_seconds
+from bench.processes import descendants, descendants_cpu_seconds, resident_kb
 
 
 def cpu_seconds() -> float:
@@ -40,9 +40,13 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_mb() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, children
+    """Peak resident size of this process and of its largest running child (the parser
+    workers, the encoder's process): the kernel's high-water marks, not rusage's `ru_maxrss`,
+    which gives a child the size its parent had when it started it."""
+    own = resident_kb(os.getpid())
+    children = [resident_kb(pid) for pid in descendants(os.getpid())]
+    largest_child = max((child[1] for child in children if child), default=0)
+    return (own[1] if own else 0) / 1024, largest_child / 1024
 
 
 def current_rss_mb() -> float:
@@ -151,7 +155,7 @@ def main() -> None:
         "peak_rss_mb_main_during_ingest": round(ingest_rss, 1),
         "rss_mb_after_each_shard": [round(v) for v in rss_after_shards],
         "peak_rss_mb_main": round(own_rss, 1),
-        "peak_rss_mb_parser_workers": round(child_rss, 1),
+        "peak_rss_mb_largest_child": round(child_rss, 1),
         "embedding_model": embedder.model_id,
         "ingest_embedder": type(embedder).__name__,
         "ingest_encoder_precision": getattr(embedder, "precision", "f32"),

@@ -68,7 +68,8 @@ def profile(source: Path, home: Path, lorechat: str, scratch: Path) -> dict[str,
             stats = process_stats()
             for pid in [process.pid, *descendants(process.pid, stats)]:
                 if pid in stats:
-                    roles.setdefault(pid, role(pid, process.pid))
+                    if pid not in roles:  # read its command line once
+                        roles[pid] = role(pid, process.pid)
                     ticks[pid] = stats[pid].own_cpu_ticks
             by_role = Counter[str]()
             for pid, value in ticks.items():
@@ -79,13 +80,11 @@ def profile(source: Path, home: Path, lorechat: str, scratch: Path) -> dict[str,
     idle_after, stolen_after = machine_ticks()
     if process.returncode != 0:
         raise SystemExit(f"lorechat ingest failed with exit code {process.returncode}")
-    cpu = Counter[str]()
-    for pid, value in ticks.items():
-        cpu[roles[pid]] += value
+    cpu = samples[-1][1] if samples else {}  # each sample holds the totals so far
     return {
         "source": str(source),
         "wall_seconds": round(wall, 1),
-        "cpu_seconds": {name: round(cpu[name] / CLOCK_TICKS, 1) for name in ROLES},
+        "cpu_seconds": {name: round(cpu.get(name, 0) / CLOCK_TICKS, 1) for name in ROLES},
         "processes": dict(Counter(roles.values())),
         "idle_core_seconds": round((idle_after - idle_before) / CLOCK_TICKS, 1),
         "stolen_core_seconds": round((stolen_after - stolen_before) / CLOCK_TICKS, 1),

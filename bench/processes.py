@@ -8,7 +8,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -17,7 +16,6 @@ class ProcessStat:
     parent: int
     own_cpu_ticks: int  # utime stime
     cpu_ticks: int  # utime stime cutime cstime: with what its reaped children used
-    resident_pages: int
 
 
 def process_stats() -> dict[int, ProcessStat]:
@@ -33,7 +31,6 @@ def process_stats() -> dict[int, ProcessStat]:
             parent=int(fields[1]),
             own_cpu_ticks=int(fields[11]) + int(fields[12]),
             cpu_ticks=sum(int(value) for value in fields[11:15]),
-            resident_pages=int(fields[21]),
         )
     return stats
 
